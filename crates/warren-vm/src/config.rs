@@ -1,0 +1,74 @@
+//! What a VM is launched with.
+
+use std::path::PathBuf;
+
+/// The accelerator QEMU runs the guest with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// QEMU's binary translator; slower, works everywhere.
+    Tcg,
+}
+
+impl Accel {
+    /// The value of QEMU's `accel=` machine property.
+    pub fn as_qemu(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The guest port the agent listens on (CONTRACTS.md).
+pub const AGENT_GUEST_PORT: u16 = 49983;
+
+/// Everything [`crate::Vm::launch`] needs.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Identifies the VM in logs and in QEMU's process name.
+    pub id: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Appended to the kernel command line.
+    pub cmdline_extra: Vec<String>,
+    /// The VM's own qcow2 (normally an overlay made by [`crate::create_overlay`]).
+    pub root_disk: PathBuf,
+    /// Holds `qmp.sock`, `console.log`, `qemu.log`, the RAM file `mem`, `qemu.pid` and
+    /// `vm.json`. Created if missing.
+    pub run_dir: PathBuf,
+    /// Host port forwarded to the agent; 0 picks a free one.
+    pub agent_host_port: u16,
+    /// When false, slirp runs with `restrict=on`: no traffic leaves the guest except the
+    /// forwarded agent port.
+    pub allow_internet: bool,
+    pub accel: Accel,
+}
+
+impl VmConfig {
+    /// A config with the defaults: 2 vCPUs, 512 MiB, free port, internet allowed, TCG.
+    pub fn new(
+        id: impl Into<String>,
+        kernel: impl Into<PathBuf>,
+        initramfs: impl Into<PathBuf>,
+        root_disk: impl Into<PathBuf>,
+        run_dir: impl Into<PathBuf>,
+    ) -> Self {
+        VmConfig {
+            id: id.into(),
+            vcpus: 2,
+            memory_mib: 512,
+            kernel: kernel.into(),
+            initramfs: initramfs.into(),
+            cmdline_extra: Vec::new(),
+            root_disk: root_disk.into(),
+            run_dir: run_dir.into(),
+            agent_host_port: 0,
+            allow_internet: true,
+            accel: Accel::Tcg,
+        }
+    }
+}
