@@ -1,0 +1,50 @@
+//! The REST routes of the control plane (e2b-protocol.md 2.2), all behind the API key.
+//!
+//! - `sandboxes`: create, connect, list, get, kill, timeout, metrics.
+//! - `pending`: pause, resume, snapshots, fork, network: routed so clients get a clear
+//!   `501` JSON error until the runtime supports them.
+
+mod pending;
+mod sandboxes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{delete, get, post, put};
+
+use crate::AppState;
+use crate::error::{ApiFailure, ensure_json_errors};
+
+/// Largest accepted control-plane request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The control-plane router (without the gateway).
+pub fn api_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v2/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::kill),
+        )
+        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/{id}/pause", post(pending::pause))
+        .route("/sandboxes/{id}/resume", post(pending::resume))
+        .route("/sandboxes/{id}/snapshots", post(pending::create_snapshot))
+        .route("/sandboxes/{id}/fork", post(pending::fork))
+        .route("/sandboxes/{id}/network", put(pending::update_network))
+        .route("/snapshots", get(pending::list_snapshots))
+        .route("/templates/{id}", delete(pending::delete_template))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_api_key,
+        ))
+        .fallback(|| async { ApiFailure::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(ensure_json_errors))
+        .with_state(state)
+}

@@ -1,0 +1,178 @@
+//! Create: record → run dir → VM → agent `/health` → agent `/init` → running.
+//!
+//! The record is stored before the VM starts so a crash at any point leaves something for
+//! restart recovery to clean up. Any failure tears down what was made, in reverse.
+
+use warren_proto::api::Sandbox;
+
+use super::{CreateError, CreateSandbox, Live, SandboxManager, StopReason, now, transition};
+use crate::config::{CLIENT_ID, ENVD_VERSION};
+use crate::ids;
+use crate::lifecycle::{Phase, Transition};
+use crate::runtime::{StartedVm, VmSpec};
+use crate::store::SandboxRecord;
+
+impl SandboxManager {
+    /// Creates and boots a sandbox; returns once its agent is initialised.
+    ///
+    /// The work runs in its own task: if the caller gives up (an HTTP client disconnects),
+    /// the create still either completes or cleans up, instead of leaving a VM behind.
+    pub async fn create(&self, cmd: CreateSandbox) -> Result<Sandbox, CreateError> {
+        let manager = self.clone();
+        tokio::spawn(async move { manager.create_detached(cmd).await })
+            .await
+            .map_err(CreateError::Task)?
+    }
+
+    async fn create_detached(&self, cmd: CreateSandbox) -> Result<Sandbox, CreateError> {
+        let config = &self.inner.config;
+        if cmd.template_id.trim().is_empty() {
+            return Err(CreateError::EmptyTemplate);
+        }
+        // Snapshot ids look like `<template>:<tag>`; restoring them comes with snapshots.
+        if cmd.template_id.contains(':') {
+            return Err(CreateError::FromSnapshot);
+        }
+        let timeout = match cmd.timeout {
+            Some(t) => self.check_timeout(t).map_err(CreateError::InvalidTimeout)?,
+            None => chrono::Duration::from_std(config.default_timeout)
+                .unwrap_or(chrono::Duration::seconds(300)),
+        };
+        let id = ids::sandbox_id();
+        let started_at = now();
+        let record = SandboxRecord {
+            id: id.clone(),
+            template_id: cmd.template_id.clone(),
+            phase: Phase::Starting,
+            started_at,
+            end_at: started_at + timeout,
+            vcpus: config.default_vcpus,
+            memory_mb: config.default_memory_mb,
+            disk_mb: config.default_disk_mb,
+            metadata: cmd.metadata,
+            env_vars: cmd.env_vars,
+            allow_internet: cmd.allow_internet,
+            access_token: ids::secret(32),
+            agent_port: None,
+            pid: None,
+            run_dir: config.sandboxes_dir().join(&id),
+            auto_pause: cmd.auto_pause,
+            auto_resume: cmd.auto_resume,
+        };
+        {
+            let mut live = self.live();
+            if live.len() >= config.max_sandboxes {
+                return Err(CreateError::TooMany(config.max_sandboxes));
+            }
+            live.insert(
+                id.clone(),
+                Live {
+                    record: record.clone(),
+                    agent: None,
+                    watcher: None,
+                },
+            );
+        }
+        tracing::info!(sandbox_id = %id, template_id = %record.template_id, "sandbox starting");
+        match self.boot(&record, timeout).await {
+            Ok(sandbox) => Ok(sandbox),
+            Err(err) => {
+                tracing::warn!(sandbox_id = %id, error = %err, "sandbox failed to start");
+                self.teardown(&id, StopReason::Killed).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn boot(
+        &self,
+        record: &SandboxRecord,
+        timeout: chrono::Duration,
+    ) -> Result<Sandbox, CreateError> {
+        let id = &record.id;
+        let stored = record.clone();
+        self.inner
+            .store
+            .call(move |s| s.insert_sandbox(&stored))
+            .await?;
+        std::fs::create_dir_all(&record.run_dir).map_err(|source| CreateError::CreateRunDir {
+            path: record.run_dir.clone(),
+            source,
+        })?;
+        let spec = VmSpec {
+            sandbox_id: id.clone(),
+            template_id: record.template_id.clone(),
+            vcpus: record.vcpus,
+            memory_mb: record.memory_mb,
+            disk_mb: record.disk_mb,
+            run_dir: record.run_dir.clone(),
+            allow_internet: record.allow_internet.unwrap_or(true),
+        };
+        let StartedVm { info, exited } = self
+            .inner
+            .runtime
+            .start(spec)
+            .await
+            .map_err(CreateError::StartVm)?;
+        // Watch the VM from now on so a crash during the handshake is noticed too.
+        let watcher = self.watch_exit(id.clone(), exited);
+        if let Some(live) = self.live().get_mut(id) {
+            live.agent = Some(info.agent_addr);
+            live.watcher = Some(watcher);
+        } else {
+            watcher.abort();
+            return Err(CreateError::KilledDuringStart);
+        }
+        let agent = &self.inner.agent;
+        agent
+            .wait_healthy(info.agent_addr, self.inner.config.boot_timeout)
+            .await
+            .map_err(CreateError::AgentBoot)?;
+        agent
+            .init(
+                info.agent_addr,
+                None,
+                &record.access_token,
+                &record.env_vars,
+            )
+            .await
+            .map_err(CreateError::AgentInit)?;
+
+        // The client gets its whole timeout from the moment the sandbox is usable.
+        let end_at = now() + timeout;
+        {
+            let mut table = self.live();
+            let live = table.get_mut(id).ok_or(CreateError::KilledDuringStart)?;
+            transition(live, Transition::Started).map_err(|_| CreateError::KilledDuringStart)?;
+            live.record.end_at = end_at;
+            live.record.agent_port = Some(info.agent_addr.port());
+            live.record.pid = info.pid;
+        }
+        let (sid, port, pid) = (id.clone(), info.agent_addr.port(), info.pid);
+        self.inner
+            .store
+            .call(move |s| {
+                s.set_sandbox_running(&sid, Phase::Running, Some(port), pid)?;
+                s.set_sandbox_end(&sid, end_at)
+            })
+            .await?;
+        self.inner.deadlines_changed.notify_one();
+        tracing::info!(
+            sandbox_id = %id,
+            agent = %info.agent_addr,
+            pid = ?info.pid,
+            end_at = %end_at,
+            "sandbox running"
+        );
+        Ok(Sandbox {
+            template_id: record.template_id.clone(),
+            sandbox_id: id.clone(),
+            client_id: CLIENT_ID.to_owned(),
+            envd_version: ENVD_VERSION.to_owned(),
+            alias: None,
+            envd_access_token: Some(record.access_token.clone()),
+            traffic_access_token: None,
+            domain: None,
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! The seam between the control plane and the VM layer.
+//!
+//! [`Runtime`] is object safe (boxed futures) so the manager holds an `Arc<dyn Runtime>`:
+//! the QEMU adapter in `qemu.rs` in production, [`crate::testing::FakeRuntime`] in tests.
+//! A runtime owns per-host state only (processes, sockets, overlays in the run dir); the
+//! manager owns the records. Contract:
+//! - [`Runtime::start`] returns once the VM process runs and its agent address is known;
+//!   the agent may still be booting (the manager polls `/health`).
+//! - every started or attached VM comes with an [`ExitWatch`] that resolves when the VM
+//!   process is gone for any reason, so the manager can drop the sandbox.
+//! - [`Runtime::kill`] is idempotent and returns once the process is gone; it does not
+//!   remove the run dir (the manager does, after the record is gone).
+//! - [`Runtime::attach`] is called for every record after a server restart: it re-adopts a
+//!   VM that is still running (its pid and agent port are in the record and run dir) or
+//!   answers `Ok(None)` when there is nothing to adopt.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+/// A boxed, sendable future, as returned by [`Runtime`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A cause from the VM layer, kept as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub sandbox_id: String,
+    pub template_id: String,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    /// Created by the manager, empty; the runtime puts overlays, sockets and logs here.
+    pub run_dir: PathBuf,
+    pub allow_internet: bool,
+}
+
+/// A running VM as the manager needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmInfo {
+    /// Where the host reaches the agent (`127.0.0.1:<forwarded port>`).
+    pub agent_addr: SocketAddr,
+    /// The VM process, if the runtime has one.
+    pub pid: Option<u32>,
+}
+
+/// Resolves when the VM process has exited (crash, guest poweroff, kill).
+pub type ExitWatch = BoxFuture<'static, VmExit>;
+
+/// How a VM ended, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmExit {
+    pub description: String,
+}
+
+/// A started or attached VM.
+pub struct StartedVm {
+    pub info: VmInfo,
+    pub exited: ExitWatch,
+}
+
+impl std::fmt::Debug for StartedVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartedVm")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Failure of a runtime operation.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start the VM")]
+    Start(#[source] BoxError),
+    #[error("cannot kill the VM")]
+    Kill(#[source] BoxError),
+    #[error("cannot attach to the VM")]
+    Attach(#[source] BoxError),
+    #[error("the template {0} does not exist")]
+    UnknownTemplate(String),
+}
+
+/// The VM layer as seen by the control plane.
+pub trait Runtime: Send + Sync + 'static {
+    /// Boots a VM for `spec`.
+    fn start(&self, spec: VmSpec) -> BoxFuture<'_, Result<StartedVm, RuntimeError>>;
+
+    /// Stops the VM of `sandbox_id` for good; no error if it is already gone.
+    fn kill(&self, sandbox_id: &str) -> BoxFuture<'_, Result<(), RuntimeError>>;
+
+    /// After a restart: re-adopts the VM described by a record, or `None` if it is dead.
+    fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Option<StartedVm>, RuntimeError>>;
+}
+
+/// What the manager knows about a VM from before a restart.
+#[derive(Debug, Clone)]
+pub struct AttachSpec {
+    pub sandbox_id: String,
+    pub run_dir: PathBuf,
+    pub pid: Option<u32>,
+    pub agent_port: Option<u16>,
+}
