@@ -7,18 +7,27 @@
 
 use std::path::Path;
 
-use crate::config::{AGENT_GUEST_PORT, Accel, VmConfig};
+use crate::config::{AGENT_GUEST_PORT, Accel, MemoryBacking, VmConfig};
 
 /// File names inside a VM's run dir.
 pub(crate) const QMP_SOCKET: &str = "qmp.sock";
 pub(crate) const CONSOLE_LOG: &str = "console.log";
 pub(crate) const QEMU_LOG: &str = "qemu.log";
-pub(crate) const RAM_FILE: &str = "mem";
 pub(crate) const PID_FILE: &str = "qemu.pid";
 /// The memory backend's id; a RAM-file restore must use the same id and size.
 pub const RAM_BACKEND_ID: &str = "ram0";
 /// The root disk's block node name, for `blockdev-snapshot` and friends.
 pub const ROOT_NODE: &str = "root";
+/// The CPU model under TCG, unless `WARREN_TCG_CPU` names another (for experiments: the
+/// model must be the same for a VM and every VM restored from its snapshots).
+const TCG_CPU: &str = "max";
+
+fn tcg_cpu() -> String {
+    std::env::var("WARREN_TCG_CPU")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| TCG_CPU.to_owned())
+}
 
 /// The guest kernel's command line.
 pub fn kernel_cmdline(tsc_khz: Option<u64>, extra: &[String]) -> String {
@@ -46,14 +55,14 @@ pub fn kernel_cmdline(tsc_khz: Option<u64>, extra: &[String]) -> String {
 pub fn qemu_args(cfg: &VmConfig, agent_port: u16, cmdline: &str) -> Vec<String> {
     let run = |name: &str| path_arg(&cfg.run_dir.join(name));
     let cpu = match cfg.accel {
-        Accel::Kvm => "host",
-        Accel::Tcg => "max",
+        Accel::Kvm => "host".to_owned(),
+        Accel::Tcg => tcg_cpu(),
     };
     let restrict = if cfg.allow_internet { "off" } else { "on" };
     let netdev = format!(
         "user,id=net0,restrict={restrict},hostfwd=tcp:127.0.0.1:{agent_port}-:{AGENT_GUEST_PORT}"
     );
-    vec![
+    let mut args: Vec<String> = vec![
         "-name".into(),
         format!(
             "warren-{},process=warren-{}",
@@ -66,17 +75,13 @@ pub fn qemu_args(cfg: &VmConfig, agent_port: u16, cmdline: &str) -> Vec<String> 
             cfg.accel.as_qemu()
         ),
         "-cpu".into(),
-        cpu.into(),
+        cpu,
         "-smp".into(),
         cfg.vcpus.to_string(),
         "-m".into(),
         format!("{}M", cfg.memory_mib),
         "-object".into(),
-        format!(
-            "memory-backend-file,id={RAM_BACKEND_ID},mem-path={},size={}M,share=on",
-            run(RAM_FILE),
-            cfg.memory_mib
-        ),
+        memory_backend(cfg),
         "-nodefaults".into(),
         "-no-user-config".into(),
         "-display".into(),
@@ -109,7 +114,33 @@ pub fn qemu_args(cfg: &VmConfig, agent_port: u16, cmdline: &str) -> Vec<String> 
         format!("unix:{},server=on,wait=off", run(QMP_SOCKET)),
         "-pidfile".into(),
         run(PID_FILE),
-    ]
+    ];
+    if cfg.incoming {
+        args.extend(["-S".into(), "-incoming".into(), "defer".into()]);
+    }
+    args
+}
+
+/// The `-object` value of the guest RAM backend; the id and size must be the same in a VM and
+/// in every VM restored from its snapshots.
+fn memory_backend(cfg: &VmConfig) -> String {
+    let size = cfg.memory_mib;
+    match &cfg.memory {
+        MemoryBacking::Fresh => {
+            format!("memory-backend-memfd,id={RAM_BACKEND_ID},size={size}M,share=on")
+        }
+        MemoryBacking::Private(path) | MemoryBacking::Shared(path) => {
+            let share = if matches!(cfg.memory, MemoryBacking::Shared(_)) {
+                "on"
+            } else {
+                "off"
+            };
+            format!(
+                "memory-backend-file,id={RAM_BACKEND_ID},mem-path={},size={size}M,share={share}",
+                path_arg(path)
+            )
+        }
+    }
 }
 
 /// QEMU option values are comma-separated; a literal comma is written twice.
@@ -150,7 +181,19 @@ mod tests {
                 .collect()
         };
         assert_eq!(after("-machine"), ["microvm,accel=tcg,memory-backend=ram0"]);
-        assert!(after("-object")[0].contains("mem-path=/run/sb1/mem,size=512M,share=on"));
+        assert_eq!(
+            after("-object")[0],
+            "memory-backend-memfd,id=ram0,size=512M,share=on"
+        );
+        assert!(!args.iter().any(|a| a == "-incoming"));
+        c.memory = MemoryBacking::Private("/snap/mem".into());
+        c.incoming = true;
+        let args = qemu_args(&c, 40001, "console=ttyS0");
+        assert!(
+            args.iter()
+                .any(|a| a == "memory-backend-file,id=ram0,mem-path=/snap/mem,size=512M,share=off")
+        );
+        assert!(args.ends_with(&["-S".into(), "-incoming".into(), "defer".into()]));
         assert_eq!(
             after("-netdev"),
             ["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40001-:49983"]
@@ -158,6 +201,6 @@ mod tests {
         assert!(after("-blockdev")[0].ends_with("file.filename=/d/a,,b.qcow2"));
         assert_eq!(after("-qmp"), ["unix:/run/sb1/qmp.sock,server=on,wait=off"]);
         assert!(args.iter().any(|a| a == "-no-reboot"));
-        assert_eq!(after("-cpu"), ["max"]);
+        assert_eq!(after("-cpu"), [tcg_cpu().as_str()]);
     }
 }

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 /// The accelerator QEMU runs the guest with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Accel {
     /// Hardware virtualization through /dev/kvm.
     Kvm,
@@ -24,8 +26,21 @@ impl Accel {
 /// The guest port the agent listens on (CONTRACTS.md).
 pub const AGENT_GUEST_PORT: u16 = 49983;
 
+/// Where the guest's RAM lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemoryBacking {
+    /// Fresh anonymous shared memory (a memfd): a cold boot.
+    Fresh,
+    /// A snapshot's RAM image mapped private: pages are shared with every other VM mapping
+    /// the same file until written, and the file itself never changes.
+    Private(PathBuf),
+    /// A file mapped shared: whatever the guest (or an incoming migration) writes lands in
+    /// the file. Used by the snapshot recorder.
+    Shared(PathBuf),
+}
+
 /// Everything [`crate::Vm::launch`] needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmConfig {
     /// Identifies the VM in logs and in QEMU's process name.
     pub id: String,
@@ -46,6 +61,11 @@ pub struct VmConfig {
     /// forwarded agent port.
     pub allow_internet: bool,
     pub accel: Accel,
+    /// Where guest RAM lives (default: fresh memory).
+    pub memory: MemoryBacking,
+    /// Start paused, waiting for an incoming migration (`-S -incoming defer`) instead of
+    /// booting: used to restore snapshots and by the snapshot recorder.
+    pub incoming: bool,
 }
 
 impl VmConfig {
@@ -69,6 +89,8 @@ impl VmConfig {
             agent_host_port: 0,
             allow_internet: true,
             accel: Accel::Tcg,
+            memory: MemoryBacking::Fresh,
+            incoming: false,
         }
     }
 }

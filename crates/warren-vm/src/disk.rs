@@ -16,10 +16,16 @@ pub enum OverlayError {
 
 /// Creates the qcow2 overlay `path` backed by the qcow2 `base` (which must stay unchanged).
 pub async fn create_overlay(base: &Path, path: &Path) -> Result<(), OverlayError> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+    let mut cmd = tokio::process::Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(base)
-        .arg(path)
+        .arg(path);
+    run_qemu_img(cmd).await
+}
+
+/// Runs a prepared `qemu-img` command, turning a failure into an [`OverlayError`].
+pub(crate) async fn run_qemu_img(mut cmd: tokio::process::Command) -> Result<(), OverlayError> {
+    let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
         .await

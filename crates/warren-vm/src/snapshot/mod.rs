@@ -1,0 +1,510 @@
+//! Live snapshots of running VMs, and VMs started from them.
+//!
+//! See ARCHITECTURE.md ("Live snapshots") for why it works this way. In short:
+//!
+//! Taking a snapshot of a running VM `S` into a directory `D`:
+//!
+//! ```text
+//!  recorder QEMU (-S, -incoming, RAM = D/mem shared)      source S (running)
+//!       migrate-incoming unix:D/mig.sock   ◀── pre-copy ──  migrate (guest keeps running)
+//!                                                           … last pass: S stops
+//!                                                           state pre-switchover:
+//!                                                             disk: blockdev-snapshot onto a
+//!                                                             pre-created overlay
+//!                                          ◀── devices ───  migrate-continue → completed
+//!                                                           cont  (S runs again: freeze ends)
+//!       migrate exec:cat > D/devstate  (x-ignore-shared: RAM stays in D/mem)
+//!       quit;  fsync D/mem, D/devstate;  manifest written last
+//! ```
+//!
+//! Starting from a snapshot: QEMU with RAM = `D/mem` mapped private (`share=off`), `-S
+//! -incoming defer`, `x-ignore-shared`, `migrate-incoming exec:cat D/devstate`, `cont`.
+//! Pages are read from the page cache that all clones of `D` share and copied only on write.
+//!
+//! What the caller owns: the snapshot directory's lifetime and atomic publication (this module
+//! fills a directory it is given), the disk layers (which file is frozen and must be kept),
+//! and telling the guest agent that it was restored (new token, clock, entropy).
+
+pub mod manifest;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::config::{MemoryBacking, VmConfig};
+use crate::error::LaunchError;
+use crate::qmp::{Qmp, QmpError};
+use crate::vm::Vm;
+
+pub use manifest::{
+    FileRef, MachineSpec, ManifestLoadError, ManifestWriteError, SnapshotManifest, VerifyError,
+};
+
+/// The RAM image's file name inside a snapshot directory.
+pub const MEM_FILE: &str = "mem";
+/// The device state's file name inside a snapshot directory.
+pub const DEVSTATE_FILE: &str = "devstate";
+
+/// Bandwidth cap for the snapshot migration: effectively none (the default is 128 MiB/s).
+const MAX_BANDWIDTH: u64 = 64 << 30;
+/// The longest final pause pre-copy aims for, in milliseconds.
+const DOWNTIME_LIMIT_MS: u64 = 10;
+/// How long any one migration may take before it is abandoned.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a snapshot could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot directory could not be prepared.
+    #[error("preparing the snapshot directory {path}")]
+    PrepareDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The new overlay for the source's disk could not be created.
+    #[error("creating the source's next disk overlay")]
+    CreateOverlay(#[source] crate::disk::OverlayError),
+    /// The recorder QEMU did not start.
+    #[error("starting the recorder VM")]
+    LaunchRecorder(#[source] LaunchError),
+    /// A QMP command failed; `step` names the stage.
+    #[error("snapshot step `{step}` failed")]
+    Qmp {
+        /// The stage of the protocol.
+        step: &'static str,
+        /// The QMP failure.
+        #[source]
+        source: QmpError,
+    },
+    /// A migration ended in a state other than `completed`.
+    #[error("migration during `{step}` ended as {status}")]
+    Migration {
+        /// The stage of the protocol.
+        step: &'static str,
+        /// QEMU's final status (`failed`, `cancelled`, ...) and error description if any.
+        status: String,
+    },
+    /// A migration did not finish in time.
+    #[error("migration during `{step}` timed out")]
+    Timeout {
+        /// The stage of the protocol.
+        step: &'static str,
+    },
+    /// Syncing or describing the snapshot files failed.
+    #[error("writing the snapshot files")]
+    Files(#[source] std::io::Error),
+}
+
+/// Why a VM could not be started from a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// QEMU did not start.
+    #[error("starting the VM")]
+    Launch(#[source] LaunchError),
+    /// A QMP command failed; `step` names the stage.
+    #[error("restore step `{step}` failed")]
+    Qmp {
+        /// The stage of the protocol.
+        step: &'static str,
+        /// The QMP failure.
+        #[source]
+        source: QmpError,
+    },
+    /// Loading the device state ended in a state other than `completed`.
+    #[error("loading the device state ended as {status}")]
+    Migration {
+        /// QEMU's final status.
+        status: String,
+    },
+    /// Loading the device state did not finish in time.
+    #[error("loading the device state timed out")]
+    Timeout,
+}
+
+/// What taking a snapshot produced and cost.
+#[derive(Debug, Clone)]
+pub struct SnapshotOutcome {
+    /// The source's disk file that is now frozen: the snapshot's disk layer. The source
+    /// continues on `next_disk`, whose backing file it is.
+    pub frozen_disk: PathBuf,
+    /// How long the source's guest was stopped.
+    pub frozen_for: Duration,
+    /// Wall time of the whole operation, recorder included.
+    pub total: Duration,
+    /// The RAM image and device state written into the snapshot directory.
+    pub memory: FileRef,
+    /// The device state.
+    pub devstate: FileRef,
+}
+
+/// The source's disk at snapshot time: which file is its writable top now, and which new
+/// overlay (backed by it) it should continue on.
+#[derive(Debug, Clone)]
+pub struct DiskSwitch {
+    /// The source's current writable qcow2 (becomes frozen).
+    pub current: PathBuf,
+    /// The new overlay to create; it is backed by `current` (by that path).
+    pub next: PathBuf,
+    /// The node name to give the new overlay inside QEMU.
+    pub next_node: String,
+}
+
+/// Takes a live snapshot of `source` (launched with `source_cfg`) into `dir`.
+///
+/// On success `dir` holds `mem` and `devstate`, both synced; writing the manifest is left to
+/// the caller (it knows the disk layer's final place and the snapshot id). On failure the
+/// source is running again (best effort: it is resumed on every error path after it was
+/// stopped), and the caller removes `dir`.
+pub async fn take(
+    source: &Vm,
+    source_cfg: &VmConfig,
+    disk: &DiskSwitch,
+    dir: &Path,
+) -> Result<SnapshotOutcome, SnapshotError> {
+    let started = Instant::now();
+    let prepare = |source| SnapshotError::PrepareDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(prepare)?;
+    let mem_path = dir.join(MEM_FILE);
+    let recorder_run = dir.join("recorder");
+    let recorder_disk = dir.join("recorder.qcow2");
+
+    // The source's next overlay is created up front so that the pause only has to switch to
+    // it. `-u`: the backing file is open for writing by the source; do not open it here.
+    let size = disk_virtual_size(source.qmp()).await?;
+    create_qcow2(&disk.next, Some(&disk.current), size)
+        .await
+        .map_err(SnapshotError::CreateOverlay)?;
+    // The recorder never runs guest code; its disk only has to exist with the same size.
+    create_qcow2(&recorder_disk, None, size)
+        .await
+        .map_err(SnapshotError::CreateOverlay)?;
+
+    let mut rec_cfg = source_cfg.clone();
+    rec_cfg.id = format!("{}-recorder", source_cfg.id);
+    rec_cfg.run_dir = recorder_run.clone();
+    rec_cfg.root_disk = recorder_disk.clone();
+    rec_cfg.agent_host_port = 0;
+    rec_cfg.memory = MemoryBacking::Shared(mem_path.clone());
+    rec_cfg.incoming = true;
+    let recorder = Vm::launch(rec_cfg)
+        .await
+        .map_err(SnapshotError::LaunchRecorder)?;
+    let mut result = record(source, &recorder, disk, dir, &recorder_run).await;
+    // The recorder is disposable whatever happened; its log explains a failed receive.
+    let _ = recorder.kill().await;
+    if let Err(SnapshotError::Migration { status, .. }) = &mut result {
+        let log = std::fs::read_to_string(recorder_run.join("qemu.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        if !tail.is_empty() {
+            status.push_str(&format!(" (recorder: {})", tail.join(" | ")));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&recorder_run);
+    let _ = std::fs::remove_file(&recorder_disk);
+    let frozen_for = result?;
+
+    let sync = |name: &str| -> std::io::Result<FileRef> {
+        std::fs::File::open(dir.join(name))?.sync_all()?;
+        manifest::file_ref(dir, name)
+    };
+    let memory = sync(MEM_FILE).map_err(SnapshotError::Files)?;
+    let devstate = sync(DEVSTATE_FILE).map_err(SnapshotError::Files)?;
+    Ok(SnapshotOutcome {
+        frozen_disk: disk.current.clone(),
+        frozen_for,
+        total: started.elapsed(),
+        memory,
+        devstate,
+    })
+}
+
+/// Migrates `source` into `recorder`, switching the source's disk in the pause, then has the
+/// recorder write its device state. Returns how long the source was stopped.
+async fn record(
+    source: &Vm,
+    recorder: &Vm,
+    disk: &DiskSwitch,
+    dir: &Path,
+    recorder_run: &Path,
+) -> Result<Duration, SnapshotError> {
+    let sq = source.qmp();
+    let rq = recorder.qmp();
+    let socket = recorder_run.join("migrate.sock");
+    let uri = format!("unix:{}", socket.display());
+    qmp(
+        rq,
+        "recorder: listen",
+        "migrate-incoming",
+        json!({ "uri": uri }),
+    )
+    .await?;
+    set_capabilities(
+        sq,
+        "source: capabilities",
+        &[("pause-before-switchover", true)],
+    )
+    .await?;
+    let params = json!({ "max-bandwidth": MAX_BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS });
+    qmp(sq, "source: parameters", "migrate-set-parameters", params).await?;
+    qmp(sq, "source: migrate", "migrate", json!({ "uri": uri })).await?;
+
+    // Pre-copy runs with the guest live; QEMU stops it for the last pass and then waits for us.
+    wait_migration(sq, "source: pre-copy", &["pre-switchover"]).await?;
+    let stopped = Instant::now();
+    let switched = switch_disk(sq, disk).await;
+    let continued = match switched {
+        Ok(()) => {
+            let args = json!({ "state": "pre-switchover" });
+            match qmp(sq, "source: continue", "migrate-continue", args).await {
+                Ok(_) => wait_migration(sq, "source: switchover", &["completed"]).await,
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if continued.is_err() {
+        let _ = sq.execute("migrate_cancel", None).await;
+    }
+    // Whatever happened, the source must run again.
+    let resumed = resume(sq).await;
+    let frozen_for = stopped.elapsed();
+    continued?;
+    resumed?;
+
+    wait_migration(rq, "recorder: receive", &["completed"]).await?;
+    set_capabilities(rq, "recorder: capabilities", &[("x-ignore-shared", true)]).await?;
+    let out = shell_quote(&dir.join(DEVSTATE_FILE));
+    let args = json!({ "uri": format!("exec:cat > {out}") });
+    qmp(rq, "recorder: save devices", "migrate", args).await?;
+    wait_migration(rq, "recorder: save devices", &["completed"]).await?;
+    Ok(frozen_for)
+}
+
+/// Puts the pre-created overlay `disk.next` on top of the source's root disk.
+async fn switch_disk(qmp_: &Qmp, disk: &DiskSwitch) -> Result<(), SnapshotError> {
+    let top = top_node(qmp_).await?;
+    let add = json!({
+        "driver": "qcow2",
+        "node-name": disk.next_node,
+        "file": { "driver": "file", "filename": disk.next },
+        "backing": Value::Null,
+    });
+    qmp(qmp_, "source: open next overlay", "blockdev-add", add).await?;
+    let snap = json!({ "node": top, "overlay": disk.next_node });
+    qmp(qmp_, "source: switch disk", "blockdev-snapshot", snap).await?;
+    Ok(())
+}
+
+/// The node name of the root disk's current top (it changes with every snapshot).
+async fn top_node(qmp_: &Qmp) -> Result<String, SnapshotError> {
+    let blocks = qmp(qmp_, "source: query disk", "query-block", Value::Null).await?;
+    blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|b| b.pointer("/inserted/node-name").and_then(Value::as_str))
+        .map(str::to_owned)
+        .ok_or_else(|| SnapshotError::Migration {
+            step: "source: query disk",
+            status: "no root disk found".into(),
+        })
+}
+
+/// The root disk's virtual size in bytes.
+async fn disk_virtual_size(qmp_: &Qmp) -> Result<u64, SnapshotError> {
+    let blocks = qmp(qmp_, "source: query disk", "query-block", Value::Null).await?;
+    blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|b| {
+            b.pointer("/inserted/image/virtual-size")
+                .and_then(Value::as_u64)
+        })
+        .ok_or_else(|| SnapshotError::Migration {
+            step: "source: query disk",
+            status: "no root disk size found".into(),
+        })
+}
+
+/// Starts a VM from the snapshot in `dir`. `cfg` must describe the same machine as the
+/// snapshot's source (same vCPUs, memory, kernel, initramfs, command line); its root disk
+/// must be a new overlay on the snapshot's disk layer. Returns once the guest runs; the
+/// caller then waits for the agent and re-initialises it.
+pub async fn restore(mut cfg: VmConfig, dir: &Path) -> Result<Vm, RestoreError> {
+    cfg.memory = MemoryBacking::Private(dir.join(MEM_FILE));
+    cfg.incoming = true;
+    let vm = Vm::launch(cfg).await.map_err(RestoreError::Launch)?;
+    if let Err(e) = load_and_run(&vm, dir).await {
+        let _ = vm.kill().await;
+        return Err(e);
+    }
+    Ok(vm)
+}
+
+async fn load_and_run(vm: &Vm, dir: &Path) -> Result<(), RestoreError> {
+    let q = vm.qmp();
+    let map = |step| move |source| RestoreError::Qmp { step, source };
+    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
+    q.execute("migrate-set-capabilities", Some(caps))
+        .await
+        .map_err(map("capabilities"))?;
+    let uri = format!("exec:cat {}", shell_quote(&dir.join(DEVSTATE_FILE)));
+    q.execute("migrate-incoming", Some(json!({ "uri": uri })))
+        .await
+        .map_err(map("load devices"))?;
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    loop {
+        let st = q
+            .execute("query-migrate", None)
+            .await
+            .map_err(map("load devices"))?;
+        match st.get("status").and_then(Value::as_str) {
+            Some("completed") => break,
+            Some("failed") | Some("cancelled") => {
+                return Err(RestoreError::Migration {
+                    status: describe(&st),
+                });
+            }
+            _ if Instant::now() > deadline => return Err(RestoreError::Timeout),
+            _ => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    // Right after an incoming migration `cont` can fail while QEMU finalizes it; retry.
+    let mut tries = 0;
+    loop {
+        match q.execute("cont", None).await {
+            Ok(_) => return Ok(()),
+            Err(QmpError::Command { .. }) if tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => return Err(map("resume")(e)),
+        }
+    }
+}
+
+/// Resumes a stopped source, retrying while QEMU finishes the migration's bookkeeping.
+async fn resume(q: &Qmp) -> Result<(), SnapshotError> {
+    let mut tries = 0;
+    loop {
+        match q.execute("cont", None).await {
+            Ok(_) => return Ok(()),
+            Err(QmpError::Command { .. }) if tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(source) => {
+                return Err(SnapshotError::Qmp {
+                    step: "source: resume",
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Polls `query-migrate` until the status is one of `want`.
+async fn wait_migration(q: &Qmp, step: &'static str, want: &[&str]) -> Result<(), SnapshotError> {
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    loop {
+        let st = qmp(q, step, "query-migrate", Value::Null).await?;
+        let status = st.get("status").and_then(Value::as_str).unwrap_or("none");
+        if want.contains(&status) {
+            return Ok(());
+        }
+        if matches!(status, "failed" | "cancelled") {
+            return Err(SnapshotError::Migration {
+                step,
+                status: describe(&st),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(SnapshotError::Timeout { step });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn describe(st: &Value) -> String {
+    let status = st
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    match st.get("error-desc").and_then(Value::as_str) {
+        Some(desc) => format!("{status}: {desc}"),
+        None => status.to_owned(),
+    }
+}
+
+async fn set_capabilities(
+    q: &Qmp,
+    step: &'static str,
+    caps: &[(&str, bool)],
+) -> Result<(), SnapshotError> {
+    let list: Vec<Value> = caps
+        .iter()
+        .map(|(name, state)| json!({ "capability": name, "state": state }))
+        .collect();
+    let args = json!({ "capabilities": list });
+    qmp(q, step, "migrate-set-capabilities", args)
+        .await
+        .map(drop)
+}
+
+async fn qmp(
+    q: &Qmp,
+    step: &'static str,
+    command: &str,
+    args: Value,
+) -> Result<Value, SnapshotError> {
+    let args = if args.is_null() { None } else { Some(args) };
+    q.execute(command, args)
+        .await
+        .map_err(|source| SnapshotError::Qmp { step, source })
+}
+
+/// Creates a qcow2 of `size` bytes, optionally backed by `backing` without opening it.
+async fn create_qcow2(
+    path: &Path,
+    backing: Option<&Path>,
+    size: u64,
+) -> Result<(), crate::disk::OverlayError> {
+    let mut cmd = tokio::process::Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2"]);
+    if let Some(b) = backing {
+        cmd.args(["-u", "-F", "qcow2", "-b"]).arg(b);
+    }
+    cmd.arg(path).arg(size.to_string());
+    crate::disk::run_qemu_img(cmd).await
+}
+
+/// Quotes a path for `sh -c` (QEMU runs `exec:` URIs through the shell).
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_paths_for_the_shell() {
+        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
+        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
+    }
+
+    #[test]
+    fn describes_failed_migrations() {
+        let st = json!({ "status": "failed", "error-desc": "boom" });
+        assert_eq!(describe(&st), "failed: boom");
+        assert_eq!(describe(&json!({ "status": "cancelled" })), "cancelled");
+    }
+}
