@@ -4,7 +4,7 @@
 //! - [`store`]: the SQLite state store (sandboxes, API keys, snapshots), versioned schema.
 //! - [`api_keys`]: creating, listing, revoking and verifying API keys.
 //! - [`lifecycle`]: sandbox phases and the single transition check.
-//! - [`runtime`]: the trait the VM layer implements (QEMU in `qemu.rs`).
+//! - [`runtime`]: the trait the VM layer implements; [`qemu`]: its QEMU implementation.
 //! - [`manager`]: the typed command set (create, connect, list, get, kill, timeouts,
 //!   metrics, gateway routing), the timeout timer and restart recovery.
 //! - [`agent`]: the host's client for the agent's private routes (`/init`, `/metrics`).
@@ -16,6 +16,7 @@ pub mod config;
 pub mod ids;
 pub mod lifecycle;
 pub mod manager;
+pub mod qemu;
 pub mod runtime;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -1,10 +1,20 @@
 //! `warren serve`: runs the control plane and the envd gateway.
 //!
-//! Placeholder owned by the lead: the arguments are final enough for the CLI to parse, the
-//! body is not written yet.
+//! Start-up: find or build the guest image (the first start builds it, a few minutes), probe
+//! the accelerator, open the state store, create the first API key if there is none (printed
+//! once), adopt the sandboxes a previous server left running, then serve until SIGINT or
+//! SIGTERM. On exit sandboxes are left running for the next server to adopt, unless
+//! `--on-exit kill` asks for them to be killed (tests and demos use that).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use warren_core::manager::ShutdownMode;
+use warren_core::qemu::QemuRuntime;
+use warren_core::store::Store;
+use warren_core::{Config, SandboxManager, api_keys};
 
 /// Arguments of `warren serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,10 +29,87 @@ pub struct ServeArgs {
     /// Image cache directory [default: $XDG_CACHE_HOME/warren or ~/.cache/warren].
     #[arg(long, env = "WARREN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// What happens to running sandboxes when the server stops: `detach` leaves them running
+    /// for the next server to adopt, `kill` kills them.
+    #[arg(long, value_enum, default_value_t = OnExit::Detach)]
+    pub on_exit: OnExit,
+    /// Longest sandbox timeout a client may ask for, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub max_timeout: u64,
+}
+
+/// What `warren serve` does with running sandboxes when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnExit {
+    /// Leave them running; the next server adopts them.
+    Detach,
+    /// Kill them.
+    Kill,
 }
 
 /// Runs the server until it is stopped.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("not wired yet")
+    let data_dir = args
+        .data_dir
+        .or_else(crate::cli::default_data_dir)
+        .context("no data dir: pass --data-dir or set HOME")?;
+    let cache_dir = args
+        .cache_dir
+        .unwrap_or_else(warren_image::default_cache_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+
+    let image =
+        crate::image::ensure(cache_dir.clone(), None, Box::new(warren_image::LogProgress)).await?;
+    let accel = warren_vm::probe_accel(&image.vmlinux, &image.initramfs).await;
+    tracing::info!(image = %image.key, ?accel, "guest image ready");
+
+    let mut config = Config::new(data_dir.clone(), cache_dir).apply_env();
+    config.listen = args.listen;
+    config.max_timeout = std::time::Duration::from_secs(args.max_timeout);
+    let store = Store::open(&data_dir).context("opening the state store")?;
+    if let Some(key) =
+        api_keys::ensure_initial_key(&store, &data_dir).context("creating the first API key")?
+    {
+        println!(
+            "Created the first API key (also saved in {}):",
+            data_dir.join("api-key").display()
+        );
+        println!("  {key}");
+    }
+    let runtime = QemuRuntime::new(image, accel, &data_dir).context("setting up the runtime")?;
+    let manager = SandboxManager::start(config, store, Arc::new(runtime))
+        .await
+        .context("starting the sandbox manager")?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let served = warren_api::serve(listener, manager.clone(), shutdown_signal()).await;
+    let mode = match args.on_exit {
+        OnExit::Detach => ShutdownMode::Detach,
+        OnExit::Kill => ShutdownMode::KillAll,
+    };
+    manager.shutdown(mode).await;
+    served.context("serving the API")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers the server can only be killed; wait forever.
+            std::future::pending::<()>().await;
+        }
+    }
+    tracing::info!("shutting down");
 }

@@ -26,7 +26,7 @@ pub enum BenchCommand {
 }
 
 /// Runs the chosen benchmark.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let _ = args;
+pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
+    let _ = (args, json);
     anyhow::bail!("not wired yet")
 }

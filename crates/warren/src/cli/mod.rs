@@ -118,8 +118,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => crate::serve::run(args).await.map(|()| 0),
         Command::Image {
             command: ImageCommand::Build(args),
-        } => crate::image::build(args).await.map(|()| 0),
-        Command::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+        } => crate::image::build(args, json).await.map(|()| 0),
+        Command::Bench(args) => crate::bench::run(args, json).await.map(|()| 0),
         Command::Key { command } => key::run(command, json).map(|()| 0),
         Command::Sandbox { command } => sandbox::run(command, &ctx(&cli.global, json)?).await,
         Command::Snapshot { command } => snapshot::run(command, &ctx(&cli.global, json)?)

@@ -1,0 +1,209 @@
+//! Shared harness of the end-to-end tests: one real `warren serve` per test binary.
+//!
+//! The server is the built `warren` binary with a throw-away data dir and the shared image
+//! cache (the default cache dir, or `WARREN_CACHE_DIR`), so every test goes through the real
+//! path: client → server → QEMU → guest agent. It starts on first use and is stopped at
+//! process exit by an `atexit` hook, which also kills any QEMU whose command line mentions
+//! the data dir, so a failing test cannot leak VMs into the next binary.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use warren_client::{Client, NewSandbox, Sandbox};
+
+/// A running server and a client configured for it.
+pub struct TestServer {
+    pub url: String,
+    pub api_key: String,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    pub fn client(&self) -> Client {
+        Client::new(self.url.clone(), Some(self.api_key.clone()))
+    }
+}
+
+struct Running {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+static SERVER: OnceLock<TestServer> = OnceLock::new();
+static PROCESS: Mutex<Option<Running>> = Mutex::new(None);
+
+/// The target dir's profile directory (`target/debug`), where cargo put the binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+/// Starts the shared server if needed and returns it.
+pub fn server() -> &'static TestServer {
+    SERVER.get_or_init(start_server)
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn start_server() -> TestServer {
+    let data_dir = std::env::temp_dir().join(format!("warren-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    std::fs::create_dir_all(&data_dir).expect("create the data dir");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let api_key = format!("wrn_e2e_{}", std::process::id());
+    let log = std::fs::File::create(data_dir.join("server.log")).expect("server log");
+    let child = Command::new(bin_dir().join("warren"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("WARREN_API_KEY", &api_key)
+        .env("WARREN_AGENT_BIN", bin_dir().join("warren-agent"))
+        .env("RUST_LOG", "info,warren=debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn warren serve");
+    *PROCESS.lock().expect("server lock") = Some(Running {
+        child,
+        data_dir: data_dir.clone(),
+    });
+    // SAFETY: `stop_server` is an `extern "C" fn()` with no preconditions; registering it
+    // has no other effect than calling it at exit.
+    unsafe { libc::atexit(stop_server) };
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let health = format!("{url}/v2/sandboxes");
+    loop {
+        let ok = reqwest::blocking::Client::new()
+            .get(&health)
+            .header("X-API-KEY", &api_key)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ok {
+            break;
+        }
+        if let Some(status) = PROCESS
+            .lock()
+            .expect("server lock")
+            .as_mut()
+            .and_then(|r| r.child.try_wait().ok().flatten())
+        {
+            let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+            panic!("warren serve exited with {status}:\n{log}");
+        }
+        assert!(Instant::now() < deadline, "warren serve did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    TestServer {
+        url,
+        api_key,
+        data_dir,
+    }
+}
+
+extern "C" fn stop_server() {
+    let Ok(mut guard) = PROCESS.lock() else {
+        return;
+    };
+    let Some(mut running) = guard.take() else {
+        return;
+    };
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(running.child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = running.child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    kill_qemus_of(&running.data_dir);
+    if std::env::var_os("WARREN_E2E_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&running.data_dir);
+    }
+}
+
+/// Pids of QEMU processes whose command line mentions `dir`.
+pub fn qemus_of(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.starts_with("qemu-system") && cmd.contains(&needle)
+        })
+        .collect()
+}
+
+fn kill_qemus_of(dir: &Path) {
+    for pid in qemus_of(dir) {
+        // SAFETY: plain kill(2); at worst the process is already gone.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// A tokio runtime for a test body.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Creates a sandbox from `template` with a short timeout and returns it.
+pub async fn create(client: &Client, template: &str) -> Sandbox {
+    client
+        .create_sandbox(&NewSandbox {
+            template_id: template.into(),
+            timeout: Some(600),
+            ..Default::default()
+        })
+        .await
+        .expect("create a sandbox")
+}
+
+/// Kills a sandbox at the end of a test, whatever the test's outcome.
+pub struct KillOnDrop(pub Option<Sandbox>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let Some(sb) = self.0.take() else { return };
+        let client = server().client();
+        let id = sb.id().to_owned();
+        std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                let _ = rt.block_on(client.kill_sandbox(&id));
+            }
+        })
+        .join()
+        .ok();
+    }
+}
