@@ -49,7 +49,12 @@ pub fn bin_dir() -> PathBuf {
 
 /// Starts the shared server if needed and returns it.
 pub fn server() -> &'static TestServer {
-    SERVER.get_or_init(start_server)
+    // Started on a plain thread: it blocks, and tests call this from async code.
+    SERVER.get_or_init(|| {
+        std::thread::spawn(start_server)
+            .join()
+            .expect("starting the test server")
+    })
 }
 
 fn free_port() -> u16 {
