@@ -9,21 +9,27 @@
 //! `kill` is the single cleanup point: the manager calls it for every sandbox that ends
 //! (killed, timed out, or its QEMU exited on its own), and it removes the overlay.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use warren_image::BaseImage;
-use warren_vm::{Accel, Vm, VmConfig};
+use warren_vm::snapshot::{
+    self, DiskSwitch, MANIFEST_MAGIC, MANIFEST_VERSION, MachineSpec, SnapshotManifest,
+};
+use warren_vm::{Accel, MemoryBacking, Vm, VmConfig};
 
 use crate::runtime::{
-    AttachSpec, BoxError, BoxFuture, Runtime, RuntimeError, StartedVm, VmExit, VmInfo, VmSpec,
+    AttachSpec, BoxError, BoxFuture, Runtime, RuntimeError, SnapshotTaken, StartedVm, VmExit,
+    VmInfo, VmSpec,
 };
 
 /// The template every sandbox boots from until templates and snapshots are wired in.
 pub const BASE_TEMPLATE: &str = "base";
 /// The VM configuration saved in each run dir.
 const CONFIG_FILE: &str = "runtime.json";
+/// Disks younger than this are never garbage-collected (they may be mid-setup).
+const GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Runs sandboxes as QEMU processes.
 pub struct QemuRuntime {
@@ -35,7 +41,16 @@ pub struct QemuRuntime {
 
 struct Running {
     vm: Vm,
-    cfg: VmConfig,
+    /// Changes when a snapshot moves the VM onto a new disk overlay.
+    cfg: Mutex<VmConfig>,
+    /// One snapshot of a VM at a time.
+    snapshotting: tokio::sync::Mutex<()>,
+}
+
+impl Running {
+    fn cfg(&self) -> VmConfig {
+        self.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl std::fmt::Debug for QemuRuntime {
@@ -124,7 +139,11 @@ impl QemuRuntime {
             agent_addr: vm.agent_addr(),
             pid: Some(vm.pid()),
         };
-        let running = Arc::new(Running { vm, cfg });
+        let running = Arc::new(Running {
+            vm,
+            cfg: Mutex::new(cfg),
+            snapshotting: tokio::sync::Mutex::new(()),
+        });
         self.vms().insert(sandbox_id.to_owned(), running.clone());
         let exited = Box::pin(async move {
             let exit = running.vm.wait_exit().await;
@@ -143,7 +162,7 @@ impl QemuRuntime {
                 .kill()
                 .await
                 .map_err(|e| RuntimeError::Kill(Box::new(e)))?;
-            remove_if_present(&running.cfg.root_disk).map_err(RuntimeError::Kill)?;
+            remove_if_present(&running.cfg().root_disk).map_err(RuntimeError::Kill)?;
         } else {
             // An orphan (no VM known, e.g. after a restart): its disk may still be there.
             remove_if_present(&self.disk_path(sandbox_id)).map_err(RuntimeError::Kill)?;
@@ -172,6 +191,171 @@ impl QemuRuntime {
     }
 }
 
+impl QemuRuntime {
+    async fn snapshot_vm(
+        &self,
+        sandbox_id: &str,
+        dir: PathBuf,
+        memory: bool,
+    ) -> Result<SnapshotTaken, RuntimeError> {
+        let running = self.vms().get(sandbox_id).cloned().ok_or_else(|| {
+            RuntimeError::Snapshot(format!("no VM for sandbox {sandbox_id}").into())
+        })?;
+        let _one_at_a_time = running.snapshotting.lock().await;
+        let cfg = running.cfg();
+        let tag = crate::ids::secret(8).to_ascii_lowercase();
+        let switch = DiskSwitch {
+            current: cfg.root_disk.clone(),
+            next: self.disks_dir.join(format!("{sandbox_id}-{tag}.qcow2")),
+            next_node: format!("disk-{tag}"),
+        };
+        let snap_err = |e: snapshot::SnapshotError| RuntimeError::Snapshot(Box::new(e));
+        let (frozen, mem, devstate) = if memory {
+            let outcome = snapshot::take(&running.vm, &cfg, &switch, &dir)
+                .await
+                .map_err(snap_err)?;
+            (
+                outcome.frozen_for,
+                Some(outcome.memory),
+                Some(outcome.devstate),
+            )
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Snapshot(Box::new(e)))?;
+            let paused = snapshot::freeze_disk(&running.vm, &switch)
+                .await
+                .map_err(snap_err)?;
+            (paused, None, None)
+        };
+        // From here on the VM writes to the new overlay; record that before anything else
+        // can fail, so the configuration never points at the frozen layer.
+        let mut moved = cfg.clone();
+        moved.root_disk = switch.next.clone();
+        save_config(&moved).map_err(RuntimeError::Snapshot)?;
+        *running.cfg.lock().unwrap_or_else(|p| p.into_inner()) = moved;
+
+        let mut manifest = SnapshotManifest {
+            magic: MANIFEST_MAGIC.to_owned(),
+            version: MANIFEST_VERSION,
+            id: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            machine: MachineSpec {
+                vcpus: cfg.vcpus,
+                memory_mib: u32::try_from(cfg.memory_mib).unwrap_or(u32::MAX),
+                kernel: cfg.kernel.clone(),
+                initramfs: cfg.initramfs.clone(),
+                cmdline: cfg.cmdline_extra.join(" "),
+            },
+            memory: mem,
+            devstate,
+            disk_layer: switch.current.clone(),
+            checksum: String::new(),
+        };
+        manifest
+            .write(&dir)
+            .map_err(|e| RuntimeError::Snapshot(Box::new(e)))?;
+        let disk_bytes = allocated_bytes(&dir) + allocated_bytes(&switch.current);
+        Ok(SnapshotTaken {
+            disk_bytes,
+            memory_bytes: manifest.memory.as_ref().map_or(0, |m| m.size),
+            frozen_ms: u64::try_from(frozen.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    async fn restore_vm(&self, spec: VmSpec, dir: PathBuf) -> Result<StartedVm, RuntimeError> {
+        let err = |e: BoxError| RuntimeError::Restore(e);
+        let manifest = SnapshotManifest::load(&dir).map_err(|e| err(Box::new(e)))?;
+        let disk = self.disk_path(&spec.sandbox_id);
+        warren_vm::create_overlay(&manifest.disk_layer, &disk)
+            .await
+            .map_err(|e| err(Box::new(e)))?;
+        let m = &manifest.machine;
+        let mut cfg = VmConfig::new(
+            &spec.sandbox_id,
+            &m.kernel,
+            &m.initramfs,
+            &disk,
+            &spec.run_dir,
+        );
+        cfg.vcpus = m.vcpus;
+        cfg.memory_mib = u64::from(m.memory_mib);
+        cfg.cmdline_extra = m.cmdline.split_whitespace().map(str::to_owned).collect();
+        cfg.allow_internet = spec.allow_internet;
+        cfg.accel = self.accel;
+        let started = if manifest.memory.is_some() {
+            cfg.memory = MemoryBacking::Private(dir.join(snapshot::MEM_FILE));
+            cfg.incoming = true;
+            save_config(&cfg).map_err(err)?;
+            snapshot::restore(cfg.clone(), &dir)
+                .await
+                .map_err(|e| err(Box::new(e)))
+        } else {
+            save_config(&cfg).map_err(err)?;
+            Vm::launch(cfg.clone()).await.map_err(|e| err(Box::new(e)))
+        };
+        match started {
+            Ok(vm) => Ok(self.adopt(&spec.sandbox_id, vm, cfg)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&disk);
+                Err(e)
+            }
+        }
+    }
+
+    fn collect(&self, keep: &[PathBuf]) {
+        let mut used: HashSet<PathBuf> = HashSet::new();
+        let tops: Vec<PathBuf> = self.vms().values().map(|r| r.cfg().root_disk).collect();
+        let layers = keep
+            .iter()
+            .filter_map(|dir| SnapshotManifest::load(dir).ok())
+            .map(|m| m.disk_layer);
+        for top in tops.into_iter().chain(layers) {
+            used.extend(warren_vm::qcow2_chain(&top));
+        }
+        let Ok(entries) = std::fs::read_dir(&self.disks_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // A disk younger than this may belong to a VM or snapshot still being set up.
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < GC_MIN_AGE);
+            if young || used.contains(&path) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(disk = %path.display(), "removed unused disk layer"),
+                Err(e) => tracing::warn!(disk = %path.display(), error = %e,
+                    "cannot remove an unused disk layer"),
+            }
+        }
+    }
+}
+
+/// Bytes allocated on disk by a file or, recursively, a directory.
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_dir() {
+        std::fs::read_dir(path)
+            .map(|entries| entries.flatten().map(|e| allocated_bytes(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        meta.blocks() * 512
+    }
+}
+
 impl Runtime for QemuRuntime {
     fn start(&self, spec: VmSpec) -> BoxFuture<'_, Result<StartedVm, RuntimeError>> {
         Box::pin(self.start_vm(spec))
@@ -184,6 +368,28 @@ impl Runtime for QemuRuntime {
 
     fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Option<StartedVm>, RuntimeError>> {
         Box::pin(self.attach_vm(spec))
+    }
+
+    fn snapshot(
+        &self,
+        sandbox_id: &str,
+        dir: PathBuf,
+        memory: bool,
+    ) -> BoxFuture<'_, Result<SnapshotTaken, RuntimeError>> {
+        let id = sandbox_id.to_owned();
+        Box::pin(async move { self.snapshot_vm(&id, dir, memory).await })
+    }
+
+    fn start_from_snapshot(
+        &self,
+        spec: VmSpec,
+        dir: PathBuf,
+    ) -> BoxFuture<'_, Result<StartedVm, RuntimeError>> {
+        Box::pin(self.restore_vm(spec, dir))
+    }
+
+    fn collect_garbage(&self, keep: Vec<PathBuf>) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.collect(&keep) })
     }
 }
 

@@ -81,6 +81,23 @@ pub enum RuntimeError {
     Attach(#[source] BoxError),
     #[error("the template {0} does not exist")]
     UnknownTemplate(String),
+    #[error("cannot snapshot the VM")]
+    Snapshot(#[source] BoxError),
+    #[error("cannot start the VM from the snapshot")]
+    Restore(#[source] BoxError),
+    #[error("this runtime does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// What taking a snapshot produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    /// Bytes the snapshot's files use on disk (sparse RAM image included as allocated).
+    pub disk_bytes: u64,
+    /// Size of the guest RAM image (0 without memory).
+    pub memory_bytes: u64,
+    /// How long the source's guest was paused, in milliseconds.
+    pub frozen_ms: u64,
 }
 
 /// The VM layer as seen by the control plane.
@@ -93,6 +110,36 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// After a restart: re-adopts the VM described by a record, or `None` if it is dead.
     fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Option<StartedVm>, RuntimeError>>;
+
+    /// Takes a live snapshot of the running VM of `sandbox_id` into the new directory
+    /// `dir` (memory and disk; `memory: false` keeps only the disk). The VM keeps running.
+    fn snapshot(
+        &self,
+        sandbox_id: &str,
+        dir: PathBuf,
+        memory: bool,
+    ) -> BoxFuture<'_, Result<SnapshotTaken, RuntimeError>> {
+        let _ = (sandbox_id, dir, memory);
+        Box::pin(async { Err(RuntimeError::Unsupported("snapshots")) })
+    }
+
+    /// Starts a VM for `spec` from the snapshot in `dir`: in the captured state when it has
+    /// memory, cold-booted from its disk otherwise.
+    fn start_from_snapshot(
+        &self,
+        spec: VmSpec,
+        dir: PathBuf,
+    ) -> BoxFuture<'_, Result<StartedVm, RuntimeError>> {
+        let _ = (spec, dir);
+        Box::pin(async { Err(RuntimeError::Unsupported("snapshots")) })
+    }
+
+    /// Deletes disk layers that no running VM and none of `keep` (snapshot directories still
+    /// listed) depend on.
+    fn collect_garbage(&self, keep: Vec<PathBuf>) -> BoxFuture<'_, ()> {
+        let _ = keep;
+        Box::pin(async {})
+    }
 }
 
 /// What the manager knows about a VM from before a restart.

@@ -39,3 +39,78 @@ pub(crate) async fn run_qemu_img(mut cmd: tokio::process::Command) -> Result<(),
     }
     Ok(())
 }
+
+/// The backing file named in a qcow2 header, if any (relative names are resolved against the
+/// image's directory, as QEMU does). Reads only the header: no lock on the image is needed.
+pub fn qcow2_backing_file(path: &Path) -> std::io::Result<Option<std::path::PathBuf>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; 20];
+    file.read_exact(&mut header)?;
+    if header[..4] != *b"QFI\xfb" {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a qcow2 image", path.display()),
+        ));
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+    let size = u32::from_be_bytes(header[16..20].try_into().unwrap_or_default());
+    if offset == 0 || size == 0 {
+        return Ok(None);
+    }
+    // QEMU caps backing file names at 1023 bytes.
+    if size > 1023 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: backing file name of {size} bytes", path.display()),
+        ));
+    }
+    let mut name = vec![0u8; size as usize];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut name)?;
+    let name = std::path::PathBuf::from(String::from_utf8_lossy(&name).into_owned());
+    Ok(Some(match path.parent() {
+        Some(dir) if name.is_relative() => dir.join(name),
+        _ => name,
+    }))
+}
+
+/// `path` and every file of its backing chain, top first. Stops at a file that cannot be
+/// read (it is reported by whoever opens the chain).
+pub fn qcow2_chain(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut chain = vec![path.to_owned()];
+    while let Some(Ok(Some(next))) = chain.last().map(|p| qcow2_backing_file(p)) {
+        if chain.contains(&next) || chain.len() > 1000 {
+            break;
+        }
+        chain.push(next);
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_backing_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let mut cmd = tokio::process::Command::new("qemu-img");
+        cmd.args(["create", "-q", "-f", "qcow2"])
+            .arg(&base)
+            .arg("1M");
+        run_qemu_img(cmd).await.unwrap();
+        let mid = dir.path().join("mid.qcow2");
+        create_overlay(&base, &mid).await.unwrap();
+        let top = dir.path().join("top.qcow2");
+        create_overlay(&mid, &top).await.unwrap();
+        assert_eq!(qcow2_backing_file(&base).unwrap(), None);
+        assert_eq!(
+            qcow2_chain(&top),
+            vec![top.clone(), mid.clone(), base.clone()]
+        );
+        std::fs::write(dir.path().join("junk"), b"not an image at all").unwrap();
+        assert!(qcow2_backing_file(&dir.path().join("junk")).is_err());
+    }
+}

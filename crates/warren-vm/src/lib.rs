@@ -26,7 +26,7 @@ mod vm;
 
 pub use cmdline::{RAM_BACKEND_ID, ROOT_NODE, kernel_cmdline, qemu_args};
 pub use config::{AGENT_GUEST_PORT, Accel, MemoryBacking, VmConfig};
-pub use disk::{OverlayError, create_overlay};
+pub use disk::{OverlayError, create_overlay, qcow2_backing_file, qcow2_chain};
 pub use error::{AgentWaitError, AttachError, LaunchError, StopError};
 pub use probe::{PROBE_TIMEOUT, probe_accel};
 pub use qmp::{Qmp, QmpError, QmpEvent};

@@ -6,6 +6,7 @@
 
 mod pending;
 mod sandboxes;
+mod snapshots;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -34,11 +35,11 @@ pub fn api_router(state: AppState) -> Router {
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
         .route("/sandboxes/{id}/pause", post(pending::pause))
         .route("/sandboxes/{id}/resume", post(pending::resume))
-        .route("/sandboxes/{id}/snapshots", post(pending::create_snapshot))
-        .route("/sandboxes/{id}/fork", post(pending::fork))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/sandboxes/{id}/network", put(pending::update_network))
-        .route("/snapshots", get(pending::list_snapshots))
-        .route("/templates/{id}", delete(pending::delete_template))
+        .route("/snapshots", get(snapshots::list))
+        .route("/templates/{id}", delete(snapshots::delete))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_api_key,

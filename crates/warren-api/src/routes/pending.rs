@@ -20,22 +20,6 @@ pub async fn resume() -> ApiFailure {
     not_implemented("resuming sandboxes")
 }
 
-pub async fn create_snapshot() -> ApiFailure {
-    not_implemented("creating snapshots")
-}
-
-pub async fn fork() -> ApiFailure {
-    not_implemented("forking sandboxes")
-}
-
 pub async fn update_network() -> ApiFailure {
     not_implemented("updating sandbox network rules")
-}
-
-pub async fn list_snapshots() -> ApiFailure {
-    not_implemented("listing snapshots")
-}
-
-pub async fn delete_template() -> ApiFailure {
-    not_implemented("deleting snapshots and templates")
 }

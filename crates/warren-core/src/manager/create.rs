@@ -29,10 +29,6 @@ impl SandboxManager {
         if cmd.template_id.trim().is_empty() {
             return Err(CreateError::EmptyTemplate);
         }
-        // Snapshot ids look like `<template>:<tag>`; restoring them comes with snapshots.
-        if cmd.template_id.contains(':') {
-            return Err(CreateError::FromSnapshot);
-        }
         let timeout = match cmd.timeout {
             Some(t) => self.check_timeout(t).map_err(CreateError::InvalidTimeout)?,
             None => chrono::Duration::from_std(config.default_timeout)
@@ -108,12 +104,15 @@ impl SandboxManager {
             run_dir: record.run_dir.clone(),
             allow_internet: record.allow_internet.unwrap_or(true),
         };
-        let StartedVm { info, exited } = self
-            .inner
-            .runtime
-            .start(spec)
-            .await
-            .map_err(CreateError::StartVm)?;
+        let source = self.snapshot_source(&record.template_id).await?;
+        let started = match &source {
+            Some(snap) => {
+                let dir = snap.dir.clone();
+                self.inner.runtime.start_from_snapshot(spec, dir).await
+            }
+            None => self.inner.runtime.start(spec).await,
+        };
+        let StartedVm { info, exited } = started.map_err(CreateError::StartVm)?;
         // Watch the VM from now on so a crash during the handshake is noticed too.
         let watcher = self.watch_exit(id.clone(), exited);
         if let Some(live) = self.live().get_mut(id) {
@@ -131,7 +130,8 @@ impl SandboxManager {
         agent
             .init(
                 info.agent_addr,
-                None,
+                // A restored agent still holds its source's token and wants it to be re-keyed.
+                source.as_ref().map(|s| s.agent_token.as_str()),
                 &record.access_token,
                 &record.env_vars,
             )

@@ -42,8 +42,6 @@ pub enum CreateError {
     InvalidTimeout(InvalidTimeout),
     #[error("templateID must not be empty")]
     EmptyTemplate,
-    #[error("creating sandboxes from snapshots is not implemented yet")]
-    FromSnapshot,
     #[error("the server already runs its maximum of {0} sandboxes")]
     TooMany(usize),
     #[error("cannot create the run directory {path}")]
@@ -73,7 +71,6 @@ impl CreateError {
                 ErrorKind::InvalidRequest
             }
             CreateError::StartVm(RuntimeError::UnknownTemplate(_)) => ErrorKind::InvalidRequest,
-            CreateError::FromSnapshot => ErrorKind::NotImplemented,
             CreateError::TooMany(_) => ErrorKind::TooMany,
             CreateError::KilledDuringStart => ErrorKind::Conflict,
             _ => ErrorKind::Internal,

@@ -13,14 +13,15 @@
 //! - `query`: list (filters and cursor pagination), get, connect, set timeout, metrics and
 //!   gateway routing.
 //!
-//! Pause, resume, snapshot and fork belong in their own modules next to these, using
-//! [`lifecycle::Transition::Pause`] etc.; the REST layer answers them as not implemented
-//! until then.
+//! - `snapshot`: live snapshots (create, list, delete), starting from one, and fork.
+//!
+//! Pause and resume are not implemented yet: the REST layer answers them 501.
 
 mod create;
 mod errors;
 mod query;
 mod recovery;
+mod snapshot;
 mod stop;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub use errors::{
     RouteError, SetTimeoutError, StartError,
 };
 pub use query::{DEFAULT_LIST_LIMIT, ListFilter, ListOrder, ListPage, MAX_LIST_LIMIT, Route};
+pub use snapshot::{SnapshotError, SnapshotFilter};
 
 /// Create command (from `POST /v2/sandboxes` or the CLI).
 #[derive(Debug, Clone, Default)]

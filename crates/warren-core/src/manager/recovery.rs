@@ -46,6 +46,7 @@ impl SandboxManager {
             }),
         };
         manager.recover().await?;
+        manager.clean_snapshot_leftovers().await;
         manager.spawn_timer();
         Ok(manager)
     }

@@ -63,6 +63,8 @@ impl SandboxManager {
         let killed = self.inner.runtime.kill(&id).await;
         // Whatever happens next, the sandbox is no longer served.
         self.live().remove(&id);
+        // Its disk chain may have been the last user of some snapshot's layers.
+        self.collect_garbage().await;
         if let Err(err) = killed {
             // The record stays (as `stopping`) so the next start retries the cleanup.
             let (sid, phase) = (id.clone(), Phase::Stopping);
