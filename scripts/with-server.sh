@@ -13,7 +13,8 @@ data_dir=$(mktemp -d /tmp/warren-test-data.XXXXXX)
 log="$data_dir/server.log"
 export WARREN_API_KEY="wrn_test_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-"$warren" serve --listen "127.0.0.1:$port" --data-dir "$data_dir" >"$log" 2>&1 &
+"$warren" serve --listen "127.0.0.1:$port" --data-dir "$data_dir" --on-exit kill \
+    >"$log" 2>&1 &
 server=$!
 cleanup() {
   kill -TERM "$server" 2>/dev/null || true
@@ -23,12 +24,14 @@ cleanup() {
     pkill -KILL -f "qemu-system.*$data_dir" || true
     exit 1
   fi
+  # Keep the server log of the last run for post-mortems; the data dir itself goes.
+  cp "$log" "${WARREN_TEST_LOG_COPY:-/tmp/warren-test-last-server.log}" 2>/dev/null || true
   rm -rf "$data_dir"
 }
 trap cleanup EXIT
 
 for _ in $(seq 1 600); do
-  if curl -fsS -o /dev/null -H "X-API-KEY: $WARREN_API_KEY" "http://127.0.0.1:$port/v2/sandboxes"; then
+  if curl -fsS -o /dev/null 2>/dev/null -H "X-API-KEY: $WARREN_API_KEY" "http://127.0.0.1:$port/v2/sandboxes"; then
     break
   fi
   kill -0 "$server" 2>/dev/null || { echo "warren serve exited:" >&2; cat "$log" >&2; exit 1; }

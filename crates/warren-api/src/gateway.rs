@@ -76,6 +76,15 @@ pub async fn dispatch(State(state): State<AppState>, req: Request, next: Next) -
                 record_sandbox(&route.sandbox_id);
                 route
             }
+            // A signed URL whose signature matches no running sandbox was tampered with,
+            // has expired or belongs to a sandbox that is gone: an authentication failure
+            // (401, as the agent answers a bad signature), not a malformed request.
+            None if has_signature(&req) => {
+                return gateway_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid or expired signature, or the sandbox is not running",
+                );
+            }
             None => {
                 return gateway_error(
                     StatusCode::BAD_REQUEST,
@@ -85,6 +94,13 @@ pub async fn dispatch(State(state): State<AppState>, req: Request, next: Next) -
         },
     };
     forward(&state.agent_http, route, req).await
+}
+
+/// Whether the request is a `/files` request carrying a `signature` query parameter.
+fn has_signature(req: &Request) -> bool {
+    req.uri().path() == "/files"
+        && serde_urlencoded::from_str::<Vec<(String, String)>>(req.uri().query().unwrap_or(""))
+            .is_ok_and(|pairs| pairs.iter().any(|(k, _)| k == "signature"))
 }
 
 /// Finds the sandbox of a pre-signed `/files` URL.

@@ -175,7 +175,9 @@ async fn envd_paths_without_sandbox_id_are_refused() {
         .get(s.url("/files?path=/a&signature=v1_wrong"))
         .send()
         .await;
-    assert_error(resp.expect("send"), 400).await;
+    // A signature that matches no sandbox is an authentication failure (the SDK's
+    // tampered-URL expectation), not a malformed request.
+    assert_error(resp.expect("send"), 401).await;
     s.finish().await;
 }
 
@@ -213,7 +215,7 @@ async fn signed_file_urls_find_their_sandbox() {
         "/files?path=%2Fhome%2Fuser%2Fa.txt&signature={}",
         sig.replace('+', "%2B").replace('/', "%2F")
     );
-    assert_error(s.http.get(s.url(&url)).send().await.expect("send"), 400).await;
+    assert_error(s.http.get(s.url(&url)).send().await.expect("send"), 401).await;
     let resp = s
         .http
         .post(s.url(&url))
