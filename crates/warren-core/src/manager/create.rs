@@ -9,7 +9,7 @@ use super::{CreateError, CreateSandbox, Live, SandboxManager, StopReason, now, t
 use crate::config::{CLIENT_ID, ENVD_VERSION};
 use crate::ids;
 use crate::lifecycle::{Phase, Transition};
-use crate::runtime::{StartedVm, VmSpec};
+use crate::runtime::{RuntimeError, StartedVm, VmSpec};
 use crate::store::SandboxRecord;
 
 impl SandboxManager {
@@ -105,6 +105,11 @@ impl SandboxManager {
             allow_internet: record.allow_internet.unwrap_or(true),
         };
         let source = self.snapshot_source(&record.template_id).await?;
+        // `<name>:<tag>` ids are snapshots; one that is not (or no longer) there is unknown.
+        if source.is_none() && record.template_id.contains(':') {
+            let unknown = RuntimeError::UnknownTemplate(record.template_id.clone());
+            return Err(CreateError::StartVm(unknown));
+        }
         let started = match &source {
             Some(snap) => {
                 let dir = snap.dir.clone();
