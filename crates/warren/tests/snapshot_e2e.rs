@@ -1,0 +1,154 @@
+//! End-to-end tests of live snapshots through the real path (client → server → QEMU →
+//! agent): a process holding state in memory continues in sandboxes started from a
+//! snapshot, siblings are isolated and get fresh randomness and the current time, a
+//! snapshot outlives the deletion checks, and a clone can be snapshotted in turn.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{KillOnDrop, rt, server};
+use warren_client::{Sandbox, SnapshotQuery};
+
+/// Starts a Python process that counts in memory and writes each value out.
+async fn start_counter(sb: &Sandbox) {
+    let script = "import time\nn = 0\nwhile True:\n    n += 1\n    \
+                  open('/tmp/count', 'w').write(str(n))\n    time.sleep(0.05)\n";
+    sb.files().write("/tmp/counter.py", script).await.unwrap();
+    sb.commands()
+        .run("nohup python3 /tmp/counter.py >/dev/null 2>&1 &")
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if count(sb).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the counter did not start");
+}
+
+async fn count(sb: &Sandbox) -> Option<u64> {
+    let out = sb.commands().run("cat /tmp/count 2>/dev/null").await.ok()?;
+    out.stdout.trim().parse().ok()
+}
+
+async fn run(sb: &Sandbox, cmd: &str) -> String {
+    let out = sb.commands().run(cmd).await.unwrap();
+    assert_eq!(out.exit_code, 0, "{cmd}: {}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn clones_continue_in_memory_state_and_diverge() {
+    rt().block_on(async {
+        let client = server().client();
+        let source = common::create(&client, "base").await;
+        let _g = KillOnDrop(Some(source.clone()));
+        start_counter(&source).await;
+        run(&source, "echo original > /home/user/state.txt; sync").await;
+
+        let at_snapshot = count(&source).await.unwrap();
+        let snap = source.create_snapshot(Some("e2e")).await.unwrap();
+        assert!(snap.snapshot_id.starts_with("warren/e2e:"), "{snap:?}");
+        // The source keeps running, with the same id.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(count(&source).await.unwrap() > at_snapshot);
+        run(&source, "echo source-changed > /home/user/state.txt").await;
+
+        let listed = client
+            .list_snapshots(&SnapshotQuery {
+                sandbox_id: Some(source.id().to_owned()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(listed.iter().any(|s| s.snapshot_id == snap.snapshot_id));
+
+        let a = common::create(&client, &snap.snapshot_id).await;
+        let _ga = KillOnDrop(Some(a.clone()));
+        let b = common::create(&client, &snap.snapshot_id).await;
+        let _gb = KillOnDrop(Some(b.clone()));
+
+        for clone in [&a, &b] {
+            // The counter process survived in memory: it continues from the snapshot's value.
+            let c = count(clone).await.unwrap();
+            assert!(c >= at_snapshot, "clone counter {c} < {at_snapshot}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                count(clone).await.unwrap() > c,
+                "the clone's counter runs on"
+            );
+            assert_eq!(run(clone, "cat /home/user/state.txt").await, "original\n");
+            // The wall clock is the host's, not the snapshot's.
+            let guest: f64 = run(clone, "date +%s.%N").await.trim().parse().unwrap();
+            let host = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            assert!(
+                (guest - host).abs() < 2.0,
+                "guest clock {guest} vs host {host}"
+            );
+        }
+        // Writes stay in their own sandbox.
+        run(&a, "echo from-a > /home/user/state.txt").await;
+        assert_eq!(run(&b, "cat /home/user/state.txt").await, "original\n");
+        assert_eq!(
+            run(&source, "cat /home/user/state.txt").await,
+            "source-changed\n"
+        );
+        // Siblings get fresh, different randomness.
+        let rng = "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1";
+        assert_ne!(run(&a, rng).await, run(&b, rng).await);
+
+        // A clone can itself be snapshotted, and that snapshot carries its changes.
+        let snap2 = a.create_snapshot(None).await.unwrap();
+        let c = common::create(&client, &snap2.snapshot_id).await;
+        let _gc = KillOnDrop(Some(c.clone()));
+        assert_eq!(run(&c, "cat /home/user/state.txt").await, "from-a\n");
+        assert!(count(&c).await.unwrap() >= at_snapshot);
+
+        // Deleting: true, then false; running clones are not affected.
+        assert!(client.delete_snapshot(&snap.snapshot_id).await.unwrap());
+        assert!(!client.delete_snapshot(&snap.snapshot_id).await.unwrap());
+        assert!(client.delete_snapshot(&snap2.snapshot_id).await.unwrap());
+        assert_eq!(run(&b, "cat /home/user/state.txt").await, "original\n");
+        assert!(count(&b).await.is_some());
+        // A deleted snapshot cannot be started from.
+        let gone = client
+            .create_sandbox(&warren_client::NewSandbox {
+                template_id: snap.snapshot_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(gone.status(), Some(400), "{gone:?}");
+    });
+}
+
+#[test]
+fn fork_starts_copies_in_the_same_state() {
+    rt().block_on(async {
+        let client = server().client();
+        let source = common::create(&client, "base").await;
+        let _g = KillOnDrop(Some(source.clone()));
+        run(&source, "echo forked > /tmp/marker").await;
+        let forks = client.fork(source.id(), 2, Some(300)).await.unwrap();
+        assert_eq!(forks.len(), 2);
+        let mut guards = Vec::new();
+        for f in &forks {
+            let sb = f.sandbox.as_ref().expect("a forked sandbox");
+            let sb = client.connect(&sb.sandbox_id, None).await.unwrap();
+            assert_eq!(run(&sb, "cat /tmp/marker").await, "forked\n");
+            guards.push(KillOnDrop(Some(sb)));
+        }
+        // Fork leaves no snapshot behind.
+        let query = SnapshotQuery {
+            sandbox_id: Some(source.id().to_owned()),
+            ..Default::default()
+        };
+        let left = client.list_snapshots(&query).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    });
+}
