@@ -9,9 +9,12 @@
 //! ```
 //!
 //! Every command names the [`Transition`] it wants; [`check`] says whether the current
-//! [`Phase`] allows it, so the rules live here and nowhere else. Pause/resume/snapshot/fork
-//! are listed so their handlers have a place to go; until their runtime support exists the
-//! manager answers them as not implemented before asking here.
+//! [`Phase`] allows it, so the rules live here and nowhere else. A resume goes through
+//! `Starting` again (a VM boots from the pause snapshot and its agent is re-keyed); a failed
+//! pause returns to `Running` and a failed resume to `Paused` (manager/pause.rs), since in
+//! both cases the previous state is still intact. Neither in-between phase is stored: the
+//! record says `running` during a pause and `paused` during a resume, so a crash midway
+//! finds the last complete state.
 
 use warren_proto::api::SandboxState;
 
@@ -133,5 +136,20 @@ mod tests {
         assert!(check(Phase::Running, Transition::Started).is_err());
         assert_eq!(check(Phase::Running, Transition::Pause), Ok(Phase::Pausing));
         assert!(check(Phase::Paused, Transition::Pause).is_err());
+    }
+
+    #[test]
+    fn pause_and_resume() {
+        assert!(check(Phase::Pausing, Transition::Pause).is_err());
+        assert!(check(Phase::Pausing, Transition::Use).is_err());
+        assert_eq!(check(Phase::Pausing, Transition::Kill), Ok(Phase::Stopping));
+        assert_eq!(
+            check(Phase::Paused, Transition::Resume),
+            Ok(Phase::Starting)
+        );
+        assert_eq!(check(Phase::Paused, Transition::Kill), Ok(Phase::Stopping));
+        assert!(check(Phase::Running, Transition::Resume).is_err());
+        assert!(check(Phase::Paused, Transition::Snapshot).is_err());
+        assert_eq!(Phase::Paused.visible_state(), Some(SandboxState::Paused));
     }
 }

@@ -163,10 +163,9 @@ impl QemuRuntime {
                 .await
                 .map_err(|e| RuntimeError::Kill(Box::new(e)))?;
             remove_if_present(&running.cfg().root_disk).map_err(RuntimeError::Kill)?;
-        } else {
-            // An orphan (no VM known, e.g. after a restart): its disk may still be there.
-            remove_if_present(&self.disk_path(sandbox_id)).map_err(RuntimeError::Kill)?;
         }
+        // Without a known VM (an orphan after a restart) nothing is deleted by name: the file
+        // may be a snapshot's frozen layer. Disk garbage collection removes what nothing uses.
         Ok(())
     }
 
@@ -270,7 +269,11 @@ impl QemuRuntime {
     async fn restore_vm(&self, spec: VmSpec, dir: PathBuf) -> Result<StartedVm, RuntimeError> {
         let err = |e: BoxError| RuntimeError::Restore(e);
         let manifest = SnapshotManifest::load(&dir).map_err(|e| err(Box::new(e)))?;
-        let disk = self.disk_path(&spec.sandbox_id);
+        // A fresh name: a resumed sandbox's earlier disk is now the snapshot's frozen layer.
+        let tag = crate::ids::secret(8).to_ascii_lowercase();
+        let disk = self
+            .disks_dir
+            .join(format!("{}-{tag}.qcow2", spec.sandbox_id));
         warren_vm::create_overlay(&manifest.disk_layer, &disk)
             .await
             .map_err(|e| err(Box::new(e)))?;

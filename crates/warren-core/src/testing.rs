@@ -7,6 +7,10 @@
 //! `x-echo-*` response headers. That is enough to test the manager, the REST routes and the
 //! gateway's streaming. VMs survive a manager restart as long as the same `FakeRuntime` is
 //! used, which is how restart recovery is tested.
+//!
+//! Snapshots are a directory holding a `fake-snapshot.json` with the source agent's token and
+//! whether memory was kept; a VM started from one gets a stub agent that already holds that
+//! token, so the host must re-key it with `/init` as it would a restored guest.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +26,7 @@ use axum::routing::{get, post};
 use tokio::sync::watch;
 
 use crate::runtime::{
-    AttachSpec, BoxFuture, Runtime, RuntimeError, StartedVm, VmExit, VmInfo, VmSpec,
+    AttachSpec, BoxFuture, Runtime, RuntimeError, SnapshotTaken, StartedVm, VmExit, VmInfo, VmSpec,
 };
 
 /// What a stub agent has seen.
@@ -48,8 +52,14 @@ pub struct FakeRuntime {
     vms: Mutex<HashMap<String, FakeVm>>,
     next_pid: AtomicU32,
     fail_start: AtomicBool,
+    fail_snapshot: AtomicBool,
     start_delay_ms: AtomicU32,
+    /// The `keep` list of the last `collect_garbage`.
+    last_keep: Mutex<Option<Vec<std::path::PathBuf>>>,
 }
+
+/// The file a fake snapshot consists of.
+pub const FAKE_SNAPSHOT_FILE: &str = "fake-snapshot.json";
 
 impl std::fmt::Debug for FakeRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,6 +84,19 @@ impl FakeRuntime {
     /// Makes every following `start` fail (or succeed again).
     pub fn set_fail_start(&self, fail: bool) {
         self.fail_start.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes every following `snapshot` fail (or succeed again).
+    pub fn set_fail_snapshot(&self, fail: bool) {
+        self.fail_snapshot.store(fail, Ordering::SeqCst);
+    }
+
+    /// The `keep` list given to the last `collect_garbage`, if any was called.
+    pub fn last_keep(&self) -> Option<Vec<std::path::PathBuf>> {
+        self.last_keep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Makes every following `start` take this long (a slow boot).
@@ -113,6 +136,53 @@ impl FakeRuntime {
         self.vms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts a stub VM; `token` is the access token its agent already holds (restored).
+    async fn boot(&self, spec: VmSpec, token: Option<String>) -> Result<StartedVm, RuntimeError> {
+        if self.fail_start.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Start(Box::new(FakeError("start disabled"))));
+        }
+        let delay = self.start_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(delay.into())).await;
+        if spec.template_id == "nonexistent" {
+            return Err(RuntimeError::UnknownTemplate(spec.template_id));
+        }
+        std::fs::write(spec.run_dir.join("overlay.qcow2"), b"fake")
+            .map_err(|e| RuntimeError::Start(Box::new(e)))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| RuntimeError::Start(Box::new(e)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| RuntimeError::Start(Box::new(e)))?;
+        let agent = Arc::new(FakeAgentState {
+            token: Mutex::new(token),
+            ..Default::default()
+        });
+        let app = stub_agent(agent.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let (tx, rx) = watch::channel(false);
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.lock().insert(
+            spec.sandbox_id.clone(),
+            FakeVm {
+                addr,
+                pid,
+                agent,
+                server,
+                exited: tx,
+            },
+        );
+        Ok(StartedVm {
+            info: VmInfo {
+                agent_addr: addr,
+                pid: Some(pid),
+            },
+            exited: Self::exit_watch(rx),
+        })
+    }
+
     fn exit_watch(rx: watch::Receiver<bool>) -> crate::runtime::ExitWatch {
         let mut rx = rx;
         Box::pin(async move {
@@ -126,48 +196,58 @@ impl FakeRuntime {
 
 impl Runtime for FakeRuntime {
     fn start(&self, spec: VmSpec) -> BoxFuture<'_, Result<StartedVm, RuntimeError>> {
+        Box::pin(self.boot(spec, None))
+    }
+
+    fn snapshot(
+        &self,
+        sandbox_id: &str,
+        dir: std::path::PathBuf,
+        memory: bool,
+    ) -> BoxFuture<'_, Result<SnapshotTaken, RuntimeError>> {
+        let id = sandbox_id.to_owned();
         Box::pin(async move {
-            if self.fail_start.load(Ordering::SeqCst) {
-                return Err(RuntimeError::Start(Box::new(FakeError("start disabled"))));
+            let fail = |what| RuntimeError::Snapshot(Box::new(FakeError(what)));
+            if self.fail_snapshot.load(Ordering::SeqCst) {
+                return Err(fail("snapshot disabled"));
             }
-            let delay = self.start_delay_ms.load(Ordering::SeqCst);
-            tokio::time::sleep(std::time::Duration::from_millis(delay.into())).await;
-            if spec.template_id == "nonexistent" {
-                return Err(RuntimeError::UnknownTemplate(spec.template_id));
-            }
-            std::fs::write(spec.run_dir.join("overlay.qcow2"), b"fake")
-                .map_err(|e| RuntimeError::Start(Box::new(e)))?;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| RuntimeError::Start(Box::new(e)))?;
-            let addr = listener
-                .local_addr()
-                .map_err(|e| RuntimeError::Start(Box::new(e)))?;
-            let agent = Arc::new(FakeAgentState::default());
-            let app = stub_agent(agent.clone());
-            let server = tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            });
-            let (tx, rx) = watch::channel(false);
-            let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
-            self.lock().insert(
-                spec.sandbox_id.clone(),
-                FakeVm {
-                    addr,
-                    pid,
-                    agent,
-                    server,
-                    exited: tx,
-                },
-            );
-            Ok(StartedVm {
-                info: VmInfo {
-                    agent_addr: addr,
-                    pid: Some(pid),
-                },
-                exited: Self::exit_watch(rx),
+            let agent = self.agent(&id).ok_or_else(|| fail("no such VM"))?;
+            let token = agent
+                .token
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let body = serde_json::json!({ "sourceId": id, "token": token, "memory": memory });
+            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Snapshot(Box::new(e)))?;
+            std::fs::write(dir.join(FAKE_SNAPSHOT_FILE), body.to_string())
+                .map_err(|e| RuntimeError::Snapshot(Box::new(e)))?;
+            Ok(SnapshotTaken {
+                disk_bytes: 4,
+                memory_bytes: if memory { 1 << 20 } else { 0 },
+                frozen_ms: 1,
             })
         })
+    }
+
+    fn start_from_snapshot(
+        &self,
+        spec: VmSpec,
+        dir: std::path::PathBuf,
+    ) -> BoxFuture<'_, Result<StartedVm, RuntimeError>> {
+        Box::pin(async move {
+            let restore = |e: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Restore(e);
+            let text = std::fs::read_to_string(dir.join(FAKE_SNAPSHOT_FILE))
+                .map_err(|e| restore(Box::new(e)))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| restore(Box::new(e)))?;
+            let token = value["token"].as_str().map(str::to_owned);
+            self.boot(spec, token).await
+        })
+    }
+
+    fn collect_garbage(&self, keep: Vec<std::path::PathBuf>) -> BoxFuture<'_, ()> {
+        *self.last_keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(keep);
+        Box::pin(async {})
     }
 
     fn kill(&self, sandbox_id: &str) -> BoxFuture<'_, Result<(), RuntimeError>> {

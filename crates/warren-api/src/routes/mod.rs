@@ -1,8 +1,10 @@
 //! The REST routes of the control plane (e2b-protocol.md 2.2), all behind the API key.
 //!
-//! - `sandboxes`: create, connect, list, get, kill, timeout, metrics.
-//! - `pending`: pause, resume, snapshots, fork, network: routed so clients get a clear
-//!   `501` JSON error until the runtime supports them.
+//! - `sandboxes`: create, connect (resuming a paused sandbox), list, get, kill, timeout,
+//!   metrics, pause and the legacy resume.
+//! - `snapshots`: live snapshots and fork.
+//! - `pending`: network rules: routed so clients get a clear `501` JSON error until the
+//!   runtime supports them.
 
 mod pending;
 mod sandboxes;
@@ -33,8 +35,8 @@ pub fn api_router(state: AppState) -> Router {
         )
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
-        .route("/sandboxes/{id}/pause", post(pending::pause))
-        .route("/sandboxes/{id}/resume", post(pending::resume))
+        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/sandboxes/{id}/network", put(pending::update_network))

@@ -12,14 +12,6 @@ fn not_implemented(what: &str) -> ApiFailure {
     )
 }
 
-pub async fn pause() -> ApiFailure {
-    not_implemented("pausing sandboxes")
-}
-
-pub async fn resume() -> ApiFailure {
-    not_implemented("resuming sandboxes")
-}
-
 pub async fn update_network() -> ApiFailure {
     not_implemented("updating sandbox network rules")
 }

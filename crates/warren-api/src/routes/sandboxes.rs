@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use warren_core::manager::CreateSandbox;
-use warren_proto::api::{ConnectSandbox, NewSandbox, SetTimeout};
+use warren_proto::api::{ConnectSandbox, NewSandbox, PauseSandbox, SetTimeout};
 
 use crate::AppState;
 use crate::error::{ApiFailure, JsonBody, OptionalJsonBody};
@@ -131,6 +131,40 @@ pub async fn metrics(
         .await
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     Ok(Json(samples).into_response())
+}
+
+/// `POST /sandboxes/{id}/pause` → 204; 409 when it is already paused (the SDKs' `false`).
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<PauseSandbox>,
+) -> Result<StatusCode, ApiFailure> {
+    record_sandbox(&id);
+    state
+        .manager
+        .pause(
+            &id,
+            body.memory.unwrap_or(true),
+            body.require_healthy_guest.unwrap_or(false),
+        )
+        .await
+        .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/resume` (legacy) → 201 Sandbox; 409 when it is not paused.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<ConnectSandbox>,
+) -> Result<Response, ApiFailure> {
+    record_sandbox(&id);
+    let sandbox = state
+        .manager
+        .resume_paused(&id, body.timeout)
+        .await
+        .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
+    Ok((StatusCode::CREATED, Json(sandbox)).into_response())
 }
 
 fn not_found_message(id: &str) -> String {

@@ -85,16 +85,22 @@ pub enum ConnectError {
     NotFound(String),
     #[error(transparent)]
     InvalidTimeout(InvalidTimeout),
-    #[error("resuming paused sandboxes is not implemented yet")]
-    Resume,
     #[error("cannot connect to sandbox {id}")]
     NotRunning {
         id: String,
         #[source]
         source: TransitionError,
     },
-    #[error("cannot record the new timeout")]
+    #[error("cannot record the sandbox's new state")]
     Store(#[from] StoreError),
+    #[error("cannot start the VM from the pause snapshot")]
+    StartVm(#[source] RuntimeError),
+    #[error("the resumed sandbox agent did not come up")]
+    AgentBoot(#[source] AgentError),
+    #[error("cannot re-key the resumed sandbox agent")]
+    AgentInit(#[source] AgentError),
+    #[error("the resume task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl ConnectError {
@@ -102,9 +108,57 @@ impl ConnectError {
         match self {
             ConnectError::NotFound(_) => ErrorKind::NotFound,
             ConnectError::InvalidTimeout(_) => ErrorKind::InvalidRequest,
-            ConnectError::Resume => ErrorKind::NotImplemented,
             ConnectError::NotRunning { .. } => ErrorKind::Conflict,
-            ConnectError::Store(_) => ErrorKind::Internal,
+            ConnectError::Store(_)
+            | ConnectError::StartVm(_)
+            | ConnectError::AgentBoot(_)
+            | ConnectError::AgentInit(_)
+            | ConnectError::Task(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Failure of [`SandboxManager::pause`](super::SandboxManager::pause).
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    #[error("cannot pause sandbox {id}")]
+    NotRunning {
+        id: String,
+        #[source]
+        source: TransitionError,
+    },
+    #[error("the sandbox agent does not answer")]
+    UnhealthyGuest(#[source] AgentError),
+    #[error("cannot prepare the pause snapshot directory {path}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot snapshot the sandbox")]
+    Snapshot(#[source] RuntimeError),
+    #[error("the sandbox is paused but its VM could not be stopped")]
+    StopVm(#[source] RuntimeError),
+    #[error("cannot record the paused sandbox")]
+    Store(#[from] StoreError),
+    #[error("the pause task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl PauseError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PauseError::NotFound(_) => ErrorKind::NotFound,
+            // E2B's SDKs read 409 as "already paused".
+            PauseError::NotRunning { .. } => ErrorKind::Conflict,
+            PauseError::UnhealthyGuest(_) => ErrorKind::AgentUnavailable,
+            PauseError::Prepare { .. }
+            | PauseError::Snapshot(_)
+            | PauseError::StopVm(_)
+            | PauseError::Store(_)
+            | PauseError::Task(_) => ErrorKind::Internal,
         }
     }
 }

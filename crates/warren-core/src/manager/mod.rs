@@ -14,11 +14,11 @@
 //!   gateway routing.
 //!
 //! - `snapshot`: live snapshots (create, list, delete), starting from one, and fork.
-//!
-//! Pause and resume are not implemented yet: the REST layer answers them 501.
+//! - `pause`: pause (a snapshot kept with the sandbox, then no VM) and resume from it.
 
 mod create;
 mod errors;
+mod pause;
 mod query;
 mod recovery;
 mod snapshot;
@@ -41,7 +41,7 @@ use crate::store::{SandboxRecord, Store};
 
 pub use errors::{
     ConnectError, CreateError, ErrorKind, InvalidTimeout, KillError, ListError, MetricsError,
-    RouteError, SetTimeoutError, StartError,
+    PauseError, RouteError, SetTimeoutError, StartError,
 };
 pub use query::{DEFAULT_LIST_LIMIT, ListFilter, ListOrder, ListPage, MAX_LIST_LIMIT, Route};
 pub use snapshot::{SnapshotError, SnapshotFilter};
@@ -173,5 +173,7 @@ fn transition(
     Ok(to)
 }
 
+#[cfg(test)]
+mod pause_tests;
 #[cfg(test)]
 mod tests;

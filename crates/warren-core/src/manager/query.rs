@@ -183,7 +183,8 @@ impl SandboxManager {
         })
     }
 
-    /// Connects to a sandbox: a running one gets its timeout extended (never shortened).
+    /// Connects to a sandbox: a running one gets its timeout extended (never shortened), a
+    /// paused one is resumed with a deadline of `timeout` (or the default) from now.
     /// Returns the sandbox and whether it was resumed (201) rather than already running.
     pub async fn connect(
         &self,
@@ -194,17 +195,22 @@ impl SandboxManager {
             .map(|t| self.check_timeout(t))
             .transpose()
             .map_err(ConnectError::InvalidTimeout)?;
+        self.wait_while_starting(id).await;
+        if let Some(record) = self.begin_resume(id)? {
+            let timeout = extend.unwrap_or_else(|| {
+                chrono::Duration::from_std(self.inner.config.default_timeout)
+                    .unwrap_or(chrono::Duration::seconds(300))
+            });
+            let sandbox = self.resume(record, timeout).await?;
+            return Ok((sandbox, true));
+        }
         let (sandbox, new_end) = {
             let mut table = self.live();
             let live = table
                 .get_mut(id)
                 .ok_or_else(|| ConnectError::NotFound(id.to_owned()))?;
-            match live.record.phase {
-                Phase::Starting | Phase::Stopping => {
-                    return Err(ConnectError::NotFound(id.to_owned()));
-                }
-                Phase::Paused => return Err(ConnectError::Resume),
-                Phase::Running | Phase::Pausing => {}
+            if matches!(live.record.phase, Phase::Starting | Phase::Stopping) {
+                return Err(ConnectError::NotFound(id.to_owned()));
             }
             transition(live, Transition::Use).map_err(|source| ConnectError::NotRunning {
                 id: id.to_owned(),

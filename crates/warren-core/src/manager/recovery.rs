@@ -5,7 +5,9 @@
 //! anything else (a VM that died with the old server, a sandbox that was starting or
 //! stopping, an agent that no longer answers) is killed to be sure and removed: record and
 //! run dir. Run dirs without a record (a crash between mkdir and insert) are removed too.
-//! Paused sandboxes have no VM and are kept as they are.
+//! Paused sandboxes have no VM and are kept as they are, with the pause snapshot in their
+//! run dir; a VM found for one was started by a resume the old server did not finish (the
+//! record only leaves `paused` once the resume is complete), so it is stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -57,6 +59,7 @@ impl SandboxManager {
         for record in records {
             let id = record.id.clone();
             if record.phase == Phase::Paused {
+                self.stop_unfinished_resume(&record).await;
                 self.live().insert(
                     id,
                     Live {
@@ -130,6 +133,22 @@ impl SandboxManager {
             live.watcher = Some(watcher);
         }
         true
+    }
+
+    /// Stops the VM of a resume interrupted by a restart, if one still runs.
+    async fn stop_unfinished_resume(&self, record: &SandboxRecord) {
+        let spec = AttachSpec {
+            sandbox_id: record.id.clone(),
+            run_dir: record.run_dir.clone(),
+            pid: None,
+            agent_port: None,
+        };
+        if let Ok(Some(_vm)) = self.inner.runtime.attach(spec).await {
+            tracing::info!(sandbox_id = %record.id, "stopping the VM of an unfinished resume");
+            if let Err(err) = self.inner.runtime.kill(&record.id).await {
+                tracing::warn!(sandbox_id = %record.id, error = %err, "cannot stop the VM");
+            }
+        }
     }
 
     async fn remove_orphan_dirs(&self, known: &HashSet<String>) {

@@ -259,7 +259,11 @@ impl SandboxManager {
     /// Removes disk layers nothing depends on any more.
     pub(super) async fn collect_garbage(&self) {
         let keep = match self.inner.store.call(|s| s.list_snapshots()).await {
-            Ok(all) => all.into_iter().map(|r| r.dir).collect(),
+            Ok(all) => all
+                .into_iter()
+                .map(|r| r.dir)
+                .chain(self.pause_dirs())
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list snapshots; skipping disk cleanup");
                 return;

@@ -5,7 +5,8 @@
 //! until [`Inner::deadlines_changed`](super::Inner) is notified (create, connect, set
 //! timeout), then kills whatever has expired. Deadlines are wall-clock times, checked
 //! against the clock on every wake, so the kill happens within the second of `endAt`.
-//! Auto-pause on timeout is not implemented yet: an expired sandbox is always killed.
+//! An expired sandbox created with `autoPause` is paused instead (and killed only if the
+//! pause fails).
 
 use std::time::Duration;
 
@@ -41,12 +42,14 @@ impl SandboxManager {
     }
 
     /// Moves a live sandbox to `Stopping`; `None` if it is unknown or already stopping.
+    /// Returns the record as it was, so the teardown knows whether there is a VM.
     fn begin_stop(&self, id: &str) -> Option<SandboxRecord> {
         let mut table = self.live();
         let live = table.get_mut(id)?;
         let to = check(live.record.phase, Transition::Kill).ok()?;
+        let before = live.record.clone();
         live.record.phase = to;
-        Some(live.record.clone())
+        Some(before)
     }
 
     async fn finish_stop(
@@ -60,7 +63,13 @@ impl SandboxManager {
         if let (true, Some(w)) = (abort_watcher, watcher) {
             w.abort();
         }
-        let killed = self.inner.runtime.kill(&id).await;
+        // A paused sandbox has no VM, and asking the runtime to kill one by id could remove
+        // disks of that id that the pause snapshot or other snapshots still use.
+        let killed = if record.phase == Phase::Paused {
+            Ok(())
+        } else {
+            self.inner.runtime.kill(&id).await
+        };
         // Whatever happens next, the sandbox is no longer served.
         self.live().remove(&id);
         // Its disk chain may have been the last user of some snapshot's layers.
@@ -135,12 +144,18 @@ impl SandboxManager {
             }
             match (live.record.end_at - now).to_std() {
                 Ok(left) if !left.is_zero() => next = next.min(left),
-                _ => expired.push(id.clone()),
+                _ => expired.push((id.clone(), live.record.auto_pause)),
             }
         }
-        for id in expired {
+        for (id, auto_pause) in expired {
             let manager = self.clone();
-            tokio::spawn(async move { manager.teardown(&id, StopReason::TimedOut).await });
+            tokio::spawn(async move {
+                if auto_pause {
+                    manager.pause_on_timeout(&id).await;
+                } else {
+                    manager.teardown(&id, StopReason::TimedOut).await;
+                }
+            });
         }
         next
     }
