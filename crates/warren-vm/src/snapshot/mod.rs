@@ -7,15 +7,23 @@
 //! ```text
 //!  recorder QEMU (-S, -incoming, RAM = D/mem shared)      source S (running)
 //!       migrate-incoming unix:D/mig.sock   ◀── pre-copy ──  migrate (guest keeps running)
-//!                                                           … last pass: S stops
+//!                                                           … last pass: S stops (freeze)
 //!                                                           state pre-switchover:
 //!                                                             disk: blockdev-snapshot onto a
 //!                                                             pre-created overlay
 //!                                          ◀── devices ───  migrate-continue → completed
+//!       (receive completed)                                 verify: resident pages of S
+//!                                                             compared with D/mem, fixed
 //!                                                           cont  (S runs again: freeze ends)
 //!       migrate exec:cat > D/devstate  (x-ignore-shared: RAM stays in D/mem)
 //!       quit;  fsync D/mem, D/devstate;  manifest written last
 //! ```
+//!
+//! Why the `verify` step: with TCG on a loaded host, QEMU 7.2's pre-copy sometimes does not
+//! re-send a page the guest wrote during the copy. Every clone of such a snapshot oopsed within
+//! seconds (memory disagreeing with the CPU state). Stopping the guest for the whole copy fixes
+//! that but freezes it for seconds; comparing the stopped source's resident pages with the
+//! image costs a memory-speed pass instead, and makes the image exact whatever QEMU missed.
 //!
 //! Starting from a snapshot: QEMU with RAM = `D/mem` mapped private (`share=off`), `-S
 //! -incoming defer`, `x-ignore-shared`, `migrate-incoming exec:cat D/devstate`, `cont`.
@@ -26,6 +34,7 @@
 //! and telling the guest agent that it was restored (new token, clock, entropy).
 
 pub mod manifest;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,7 +47,8 @@ use crate::qmp::{Qmp, QmpError};
 use crate::vm::Vm;
 
 pub use manifest::{
-    FileRef, MachineSpec, ManifestLoadError, ManifestWriteError, SnapshotManifest, VerifyError,
+    FileRef, MANIFEST_MAGIC, MANIFEST_VERSION, MachineSpec, ManifestLoadError, ManifestWriteError,
+    SnapshotManifest, VerifyError,
 };
 
 /// The RAM image's file name inside a snapshot directory.
@@ -196,7 +206,7 @@ pub async fn take(
     let recorder = Vm::launch(rec_cfg)
         .await
         .map_err(SnapshotError::LaunchRecorder)?;
-    let mut result = record(source, &recorder, disk, dir, &recorder_run).await;
+    let mut result = record(source, source_cfg, &recorder, disk, dir, &recorder_run).await;
     // The recorder is disposable whatever happened; its log explains a failed receive.
     let _ = recorder.kill().await;
     if let Err(SnapshotError::Migration { status, .. }) = &mut result {
@@ -229,6 +239,7 @@ pub async fn take(
 /// recorder write its device state. Returns how long the source was stopped.
 async fn record(
     source: &Vm,
+    source_cfg: &VmConfig,
     recorder: &Vm,
     disk: &DiskSwitch,
     dir: &Path,
@@ -245,12 +256,13 @@ async fn record(
         json!({ "uri": uri }),
     )
     .await?;
-    set_capabilities(
-        sq,
-        "source: capabilities",
-        &[("pause-before-switchover", true)],
-    )
-    .await?;
+    // A source that was itself restored from a snapshot still has `x-ignore-shared` on from
+    // its own restore; it changes the stream format, and its RAM must be sent anyway.
+    let caps = [
+        ("pause-before-switchover", true),
+        ("x-ignore-shared", false),
+    ];
+    set_capabilities(sq, "source: capabilities", &caps).await?;
     let params = json!({ "max-bandwidth": MAX_BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS });
     qmp(sq, "source: parameters", "migrate-set-parameters", params).await?;
     qmp(sq, "source: migrate", "migrate", json!({ "uri": uri })).await?;
@@ -269,22 +281,71 @@ async fn record(
         }
         Err(e) => Err(e),
     };
-    if continued.is_err() {
-        let _ = sq.execute("migrate_cancel", None).await;
-    }
+    // Still stopped: make the image exact (see `verify`) before the guest runs again.
+    let patched = match continued {
+        Ok(()) => match wait_migration(rq, "recorder: receive", &["completed"]).await {
+            Ok(()) => patch(source, source_cfg, dir).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => {
+            let _ = sq.execute("migrate_cancel", None).await;
+            Err(e)
+        }
+    };
     // Whatever happened, the source must run again.
     let resumed = resume(sq).await;
     let frozen_for = stopped.elapsed();
-    continued?;
+    let verified = patched?;
     resumed?;
+    if verified.patched_pages > 0 {
+        tracing::info!(
+            vm = %source_cfg.id,
+            patched = verified.patched_pages,
+            checked = verified.checked_pages,
+            "pre-copy missed pages; the snapshot image was corrected"
+        );
+    }
 
-    wait_migration(rq, "recorder: receive", &["completed"]).await?;
     set_capabilities(rq, "recorder: capabilities", &[("x-ignore-shared", true)]).await?;
     let out = shell_quote(&dir.join(DEVSTATE_FILE));
     let args = json!({ "uri": format!("exec:cat > {out}") });
     qmp(rq, "recorder: save devices", "migrate", args).await?;
     wait_migration(rq, "recorder: save devices", &["completed"]).await?;
     Ok(frozen_for)
+}
+
+/// Runs [`verify::patch_image`] for `source` against the snapshot's RAM image.
+async fn patch(source: &Vm, cfg: &VmConfig, dir: &Path) -> Result<verify::Verified, SnapshotError> {
+    let pid = source.pid();
+    let bytes = cfg.memory_mib << 20;
+    let hint = match &cfg.memory {
+        MemoryBacking::Private(path) | MemoryBacking::Shared(path) => Some(path.clone()),
+        MemoryBacking::Fresh => None,
+    };
+    let image = dir.join(MEM_FILE);
+    tokio::task::spawn_blocking(move || verify::patch_image(pid, bytes, hint.as_deref(), &image))
+        .await
+        .map_err(|e| SnapshotError::Files(std::io::Error::other(e)))?
+        .map_err(SnapshotError::Files)
+}
+
+/// Freezes the running VM's disk without capturing memory: a brief pause while the VM
+/// switches to `disk.next` (a filesystem-only snapshot). Returns how long the guest was paused.
+/// The frozen disk is crash-consistent: what the guest had not written out is not in it.
+pub async fn freeze_disk(vm: &Vm, disk: &DiskSwitch) -> Result<Duration, SnapshotError> {
+    let q = vm.qmp();
+    let size = disk_virtual_size(q).await?;
+    create_qcow2(&disk.next, Some(&disk.current), size)
+        .await
+        .map_err(SnapshotError::CreateOverlay)?;
+    qmp(q, "source: pause", "stop", Value::Null).await?;
+    let stopped = Instant::now();
+    let switched = switch_disk(q, disk).await;
+    let resumed = resume(q).await;
+    let paused = stopped.elapsed();
+    switched?;
+    resumed?;
+    Ok(paused)
 }
 
 /// Puts the pre-created overlay `disk.next` on top of the source's root disk.
@@ -377,6 +438,11 @@ async fn load_and_run(vm: &Vm, dir: &Path) -> Result<(), RestoreError> {
             _ => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     }
+    // The capability must not leak into this VM's own snapshots (see `record`).
+    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": false }] });
+    q.execute("migrate-set-capabilities", Some(caps))
+        .await
+        .map_err(map("reset capabilities"))?;
     // Right after an incoming migration `cont` can fail while QEMU finalizes it; retry.
     let mut tries = 0;
     loop {

@@ -1,0 +1,188 @@
+//! Makes a pre-copied RAM image exact: compares it with the stopped source's memory and
+//! rewrites the pages that differ.
+//!
+//! Why: under TCG on a loaded host, QEMU 7.2's pre-copy sometimes fails to re-send a page the
+//! guest wrote while the copy ran; a clone of such a snapshot has memory that disagrees with
+//! its CPU state and its kernel soon oopses. Rather than stopping the guest for a whole copy
+//! (seconds), Warren lets pre-copy run live and then, with the source stopped after the last
+//! pass and before it resumes, checks every page the source has resident against the image.
+//! A page the guest wrote is necessarily resident, so a page QEMU missed is always among
+//! those checked; pages never touched are the same in both (zero, or the snapshot file a
+//! restored source maps). After this the image equals the source's RAM at the instant its
+//! device state was captured.
+//!
+//! How: the source's guest RAM is the mapping of size `memory` in its `/proc/<pid>/maps`
+//! (`/memfd:memory-backend-memfd`, or a snapshot's RAM file for a restored VM); `/proc/<pid>/pagemap` says
+//! which pages are resident (bit 63), and `/proc/<pid>/mem` reads them.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+
+const PAGE: u64 = 4096;
+/// Pages compared per read.
+const BATCH_PAGES: u64 = 512;
+
+/// What the check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Resident source pages compared.
+    pub checked_pages: u64,
+    /// Pages that differed and were rewritten in the image.
+    pub patched_pages: u64,
+}
+
+/// Finds the start address of the guest RAM mapping of `pid`: a mapping exactly
+/// `memory_bytes` long whose path names the RAM backend (QEMU names a memfd backend
+/// `memory-backend-memfd`) or `hint`.
+fn ram_mapping(pid: u32, memory_bytes: u64, hint: Option<&Path>) -> io::Result<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let hint = hint.map(|h| h.to_string_lossy().into_owned());
+    let mut file_backed = Vec::new();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(_perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let path: String = parts.skip(3).collect::<Vec<_>>().join(" ");
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        let named = path.contains("memory-backend-memfd")
+            || path.contains("ram0")
+            || hint.as_deref().is_some_and(|h| path.starts_with(h));
+        if end - start == memory_bytes && named {
+            return Ok(start);
+        }
+        if end - start == memory_bytes && path.starts_with('/') {
+            file_backed.push(start);
+        }
+    }
+    // A restored VM maps its snapshot's RAM file; with no hint, accept the one such mapping.
+    if let [only] = file_backed[..] {
+        return Ok(only);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no guest RAM mapping of {memory_bytes} bytes in process {pid}"),
+    ))
+}
+
+/// Compares the resident guest pages of the (stopped) QEMU `pid` with `image` and rewrites
+/// the differing ones. `hint` is the source's own RAM file, if it maps one.
+pub fn patch_image(
+    pid: u32,
+    memory_bytes: u64,
+    hint: Option<&Path>,
+    image: &Path,
+) -> io::Result<Verified> {
+    let base = ram_mapping(pid, memory_bytes, hint)?;
+    let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
+    let mem = File::open(format!("/proc/{pid}/mem"))?;
+    let out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)?;
+    let pages = memory_bytes / PAGE;
+    let mut entries = vec![0u8; usize::try_from(BATCH_PAGES * 8).unwrap_or(4096)];
+    let batch_bytes = usize::try_from(BATCH_PAGES * PAGE).unwrap_or(1 << 21);
+    let mut src = vec![0u8; batch_bytes];
+    let mut dst = vec![0u8; batch_bytes];
+    let mut result = Verified {
+        checked_pages: 0,
+        patched_pages: 0,
+    };
+    let mut first = 0;
+    while first < pages {
+        let count = BATCH_PAGES.min(pages - first);
+        let len = usize::try_from(count * 8).unwrap_or(0);
+        pagemap.read_exact_at(&mut entries[..len], (base / PAGE + first) * 8)?;
+        let resident = |i: u64| {
+            let at = usize::try_from(i * 8).unwrap_or(0);
+            u64::from_le_bytes(entries[at..at + 8].try_into().unwrap_or_default()) >> 63 == 1
+        };
+        // Runs of resident pages are read with one call each.
+        let mut i = 0;
+        while i < count {
+            if !resident(i) {
+                i += 1;
+                continue;
+            }
+            let run_start = i;
+            while i < count && resident(i) {
+                i += 1;
+            }
+            let bytes = usize::try_from((i - run_start) * PAGE).unwrap_or(0);
+            let offset = (first + run_start) * PAGE;
+            mem.read_exact_at(&mut src[..bytes], base + offset)?;
+            out.read_exact_at(&mut dst[..bytes], offset)?;
+            for (n, (s_page, d_page)) in src[..bytes]
+                .chunks(PAGE as usize)
+                .zip(dst[..bytes].chunks(PAGE as usize))
+                .enumerate()
+            {
+                result.checked_pages += 1;
+                if s_page != d_page {
+                    out.write_all_at(s_page, offset + n as u64 * PAGE)?;
+                    result.patched_pages += 1;
+                }
+            }
+        }
+        first += count;
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uses this very process as the "source": a shared mapping named like a RAM backend.
+    #[test]
+    fn patches_exactly_the_differing_resident_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("ram0-test");
+        let size = 64 * PAGE;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&backing)
+            .unwrap();
+        file.set_len(size).unwrap();
+        // SAFETY: a fresh shared mapping of a file we own, unmapped before returning.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        // SAFETY: the mapping is `size` bytes long and writable.
+        let ram = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), size as usize) };
+        ram[0] = 1; // resident, and will match
+        ram[5 * PAGE as usize + 7] = 9; // resident, will differ
+        let image = dir.path().join("mem");
+        let mut copy = vec![0u8; size as usize];
+        copy[0] = 1;
+        std::fs::write(&image, &copy).unwrap();
+
+        let found = patch_image(std::process::id(), size, Some(&backing), &image).unwrap();
+        assert_eq!(found.patched_pages, 1);
+        assert!(found.checked_pages >= 2);
+        let patched = std::fs::read(&image).unwrap();
+        assert_eq!(&patched[..], &ram[..]);
+        // SAFETY: unmapping the mapping created above; `ram` is not used afterwards.
+        unsafe { libc::munmap(ptr, size as usize) };
+    }
+}
