@@ -21,6 +21,8 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 const PAGE: u64 = 4096;
+/// [`PAGE`] as a length.
+const PAGE_LEN: usize = 4096;
 /// Pages compared per read.
 const BATCH_PAGES: u64 = 512;
 
@@ -122,13 +124,13 @@ pub fn patch_image(
             mem.read_exact_at(&mut src[..bytes], base + offset)?;
             out.read_exact_at(&mut dst[..bytes], offset)?;
             for (n, (s_page, d_page)) in src[..bytes]
-                .chunks(PAGE as usize)
-                .zip(dst[..bytes].chunks(PAGE as usize))
+                .chunks(PAGE_LEN)
+                .zip(dst[..bytes].chunks(PAGE_LEN))
                 .enumerate()
             {
                 result.checked_pages += 1;
                 if s_page != d_page {
-                    out.write_all_at(s_page, offset + n as u64 * PAGE)?;
+                    out.write_all_at(s_page, offset + u64::try_from(n).unwrap_or(0) * PAGE)?;
                     result.patched_pages += 1;
                 }
             }
@@ -147,6 +149,7 @@ mod tests {
     fn patches_exactly_the_differing_resident_pages() {
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("ram0-test");
+        let len = 64 * PAGE_LEN;
         let size = 64 * PAGE;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -160,7 +163,7 @@ mod tests {
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                size as usize,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 std::os::fd::AsRawFd::as_raw_fd(&file),
@@ -169,11 +172,11 @@ mod tests {
         };
         assert_ne!(ptr, libc::MAP_FAILED);
         // SAFETY: the mapping is `size` bytes long and writable.
-        let ram = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), size as usize) };
+        let ram = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
         ram[0] = 1; // resident, and will match
-        ram[5 * PAGE as usize + 7] = 9; // resident, will differ
+        ram[5 * PAGE_LEN + 7] = 9; // resident, will differ
         let image = dir.path().join("mem");
-        let mut copy = vec![0u8; size as usize];
+        let mut copy = vec![0u8; len];
         copy[0] = 1;
         std::fs::write(&image, &copy).unwrap();
 
@@ -183,6 +186,6 @@ mod tests {
         let patched = std::fs::read(&image).unwrap();
         assert_eq!(&patched[..], &ram[..]);
         // SAFETY: unmapping the mapping created above; `ram` is not used afterwards.
-        unsafe { libc::munmap(ptr, size as usize) };
+        unsafe { libc::munmap(ptr, len) };
     }
 }
