@@ -79,6 +79,7 @@ async fn clones_continue_from_the_snapshot_and_diverge() {
     } else {
         dir.path()
     };
+    let _reaper = Reaper(d.to_owned());
     let vm_cfg = |id: &str, disk: &Path| {
         let mut c = VmConfig::new(id, &image.vmlinux, &image.initramfs, disk, d.join(id));
         c.vcpus = std::env::var("T_VCPUS")
