@@ -152,3 +152,62 @@ fn fork_starts_copies_in_the_same_state() {
         assert!(left.is_empty(), "{left:?}");
     });
 }
+
+#[test]
+fn twenty_concurrent_create_exec_kill_cycles_leave_nothing_behind() {
+    rt().block_on(async {
+        let client = server().client();
+        let source = common::create(&client, "base").await;
+        let _g = KillOnDrop(Some(source.clone()));
+        let snap = source.create_snapshot(Some("churn")).await.unwrap();
+        let qemus_before = common::qemus_of(&server().data_dir).len();
+
+        let cycles = (0..20).map(|i| {
+            let client = client.clone();
+            let template = snap.snapshot_id.clone();
+            tokio::spawn(async move {
+                let sb = common::create(&client, &template).await;
+                let out = sb.commands().run(&format!("echo cycle-{i}")).await;
+                let killed = client.kill_sandbox(sb.id()).await;
+                (i, sb.id().to_owned(), out.map(|o| o.stdout), killed)
+            })
+        });
+        let mut ids = Vec::new();
+        for joined in futures::future::join_all(cycles).await {
+            let (i, id, out, killed) = joined.expect("cycle task");
+            assert_eq!(out.expect("exec"), format!("cycle-{i}\n"));
+            assert!(killed.expect("kill"), "cycle {i} was not killed");
+            ids.push(id);
+        }
+        assert!(client.delete_snapshot(&snap.snapshot_id).await.unwrap());
+
+        // No QEMU, run dir or disk of the 20 is left.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while common::qemus_of(&server().data_dir).len() > qemus_before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "QEMU processes left behind"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Nothing of the 20 is left on disk: run dirs, disk overlays.
+        let data = &server().data_dir;
+        let disks: Vec<String> = std::fs::read_dir(data.join("disks"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for id in &ids {
+            assert!(
+                !data.join("sandboxes").join(id).exists(),
+                "run dir of {id} left"
+            );
+            assert!(
+                !disks.iter().any(|d| d.starts_with(id.as_str())),
+                "disk of {id} left: {disks:?}"
+            );
+            let gone = client.get_sandbox(id).await.unwrap_err();
+            assert_eq!(gone.status(), Some(404));
+        }
+    });
+}
