@@ -3,14 +3,15 @@
 //! The record is stored before the VM starts so a crash at any point leaves something for
 //! restart recovery to clean up. Any failure tears down what was made, in reverse.
 
+use chrono::{DateTime, Utc};
 use warren_proto::api::Sandbox;
 
 use super::{CreateError, CreateSandbox, Live, SandboxManager, StopReason, now, transition};
 use crate::config::{CLIENT_ID, ENVD_VERSION};
 use crate::ids;
 use crate::lifecycle::{Phase, Transition};
-use crate::runtime::{RuntimeError, StartedVm, VmSpec};
-use crate::store::SandboxRecord;
+use crate::runtime::{RuntimeError, StartedVm, VmInfo, VmSpec};
+use crate::store::{SandboxRecord, StoreError};
 
 impl SandboxManager {
     /// Creates and boots a sandbox; returns once its agent is initialised.
@@ -143,25 +144,10 @@ impl SandboxManager {
             .await
             .map_err(CreateError::AgentInit)?;
 
-        // The client gets its whole timeout from the moment the sandbox is usable.
-        let end_at = now() + timeout;
-        {
-            let mut table = self.live();
-            let live = table.get_mut(id).ok_or(CreateError::KilledDuringStart)?;
-            transition(live, Transition::Started).map_err(|_| CreateError::KilledDuringStart)?;
-            live.record.end_at = end_at;
-            live.record.agent_port = Some(info.agent_addr.port());
-            live.record.pid = info.pid;
-        }
-        let (sid, port, pid) = (id.clone(), info.agent_addr.port(), info.pid);
-        self.inner
-            .store
-            .call(move |s| {
-                s.set_sandbox_running(&sid, Phase::Running, Some(port), pid)?;
-                s.set_sandbox_end(&sid, end_at)
-            })
-            .await?;
-        self.inner.deadlines_changed.notify_one();
+        let end_at = self
+            .mark_running(id, info, timeout)
+            .await?
+            .ok_or(CreateError::KilledDuringStart)?;
         tracing::info!(
             sandbox_id = %id,
             agent = %info.agent_addr,
@@ -179,5 +165,42 @@ impl SandboxManager {
             traffic_access_token: None,
             domain: None,
         })
+    }
+}
+
+impl SandboxManager {
+    /// Marks a sandbox whose agent is initialised as running: phase, a deadline `timeout`
+    /// from now (the client gets its whole timeout from the moment the sandbox is usable),
+    /// the agent's address; in memory, then in the store, then wakes the timeout timer.
+    /// `None` when the sandbox vanished meanwhile (it was killed while starting).
+    pub(super) async fn mark_running(
+        &self,
+        id: &str,
+        info: VmInfo,
+        timeout: chrono::Duration,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let end_at = now() + timeout;
+        {
+            let mut table = self.live();
+            let Some(live) = table.get_mut(id) else {
+                return Ok(None);
+            };
+            if transition(live, Transition::Started).is_err() {
+                return Ok(None);
+            }
+            live.record.end_at = end_at;
+            live.record.agent_port = Some(info.agent_addr.port());
+            live.record.pid = info.pid;
+        }
+        let (sid, port, pid) = (id.to_owned(), info.agent_addr.port(), info.pid);
+        self.inner
+            .store
+            .call(move |s| {
+                s.set_sandbox_running(&sid, Phase::Running, Some(port), pid)?;
+                s.set_sandbox_end(&sid, end_at)
+            })
+            .await?;
+        self.inner.deadlines_changed.notify_one();
+        Ok(Some(end_at))
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use warren_proto::api::Sandbox;
 
-use super::{ConnectError, PauseError, SandboxManager, now, transition};
+use super::{ConnectError, PauseError, SandboxManager, transition};
 use crate::config::{CLIENT_ID, ENVD_VERSION};
 use crate::lifecycle::{Phase, Transition, check};
 use crate::runtime::{StartedVm, VmSpec};
@@ -328,27 +328,10 @@ impl SandboxManager {
             }
             return Err(err);
         }
-        let end_at = now() + timeout;
-        {
-            let mut table = self.live();
-            let live = table
-                .get_mut(id)
-                .ok_or_else(|| ConnectError::NotFound(id.clone()))?;
-            transition(live, Transition::Started)
-                .map_err(|_| ConnectError::NotFound(id.clone()))?;
-            live.record.end_at = end_at;
-            live.record.agent_port = Some(info.agent_addr.port());
-            live.record.pid = info.pid;
-        }
-        let (sid, port, pid) = (id.clone(), info.agent_addr.port(), info.pid);
-        self.inner
-            .store
-            .call(move |s| {
-                s.set_sandbox_running(&sid, Phase::Running, Some(port), pid)?;
-                s.set_sandbox_end(&sid, end_at)
-            })
-            .await?;
-        self.inner.deadlines_changed.notify_one();
+        let end_at = self
+            .mark_running(id, info, timeout)
+            .await?
+            .ok_or_else(|| ConnectError::NotFound(id.clone()))?;
         // The new VM holds what it needs of the snapshot (its RAM mapped, its disk layer as
         // a backing file), so the directory can go; unused layers go with the collection.
         if let Err(e) = std::fs::remove_dir_all(&dir) {
