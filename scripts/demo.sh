@@ -28,7 +28,7 @@ export WARREN_API_URL=http://127.0.0.1:3000
 "$warren" serve --listen 127.0.0.1:3000 --data-dir "$demo/data" >"$demo/server.log" 2>&1 &
 echo $! >"$demo/server.pid"
 for _ in $(seq 1 600); do
-  curl -fsS -o /dev/null -H "X-API-KEY: $WARREN_API_KEY" "$WARREN_API_URL/v2/sandboxes" && break
+  curl -fsS -o /dev/null -H "X-API-KEY: $WARREN_API_KEY" "$WARREN_API_URL/v2/sandboxes" 2>/dev/null && break
   sleep 0.5
 done
 
