@@ -6,8 +6,8 @@
 use chrono::{DateTime, Utc};
 use warren_proto::api::Sandbox;
 
+use super::query::sandbox_of;
 use super::{CreateError, CreateSandbox, Live, SandboxManager, StopReason, now, transition};
-use crate::config::{CLIENT_ID, ENVD_VERSION};
 use crate::ids;
 use crate::lifecycle::{Phase, Transition};
 use crate::runtime::{RuntimeError, StartedVm, VmInfo, VmSpec};
@@ -155,16 +155,7 @@ impl SandboxManager {
             end_at = %end_at,
             "sandbox running"
         );
-        Ok(Sandbox {
-            template_id: record.template_id.clone(),
-            sandbox_id: id.clone(),
-            client_id: CLIENT_ID.to_owned(),
-            envd_version: ENVD_VERSION.to_owned(),
-            alias: None,
-            envd_access_token: Some(record.access_token.clone()),
-            traffic_access_token: None,
-            domain: None,
-        })
+        Ok(sandbox_of(record))
     }
 }
 

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use warren_proto::api::Sandbox;
 
+use super::query::sandbox_of;
 use super::{ConnectError, PauseError, SandboxManager, transition};
-use crate::config::{CLIENT_ID, ENVD_VERSION};
 use crate::lifecycle::{Phase, Transition, check};
 use crate::runtime::{StartedVm, VmSpec};
 use crate::store::SandboxRecord;
@@ -340,16 +340,7 @@ impl SandboxManager {
         self.collect_garbage().await;
         tracing::info!(sandbox_id = %id, agent = %info.agent_addr, end_at = %end_at,
             "sandbox resumed");
-        Ok(Sandbox {
-            template_id: record.template_id.clone(),
-            sandbox_id: id.clone(),
-            client_id: CLIENT_ID.to_owned(),
-            envd_version: ENVD_VERSION.to_owned(),
-            alias: None,
-            envd_access_token: Some(record.access_token.clone()),
-            traffic_access_token: None,
-            domain: None,
-        })
+        Ok(sandbox_of(record))
     }
 
     /// Expired sandbox with `autoPause`: pause it, and kill it if the pause fails so that

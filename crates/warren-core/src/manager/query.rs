@@ -18,6 +18,7 @@ use super::{
 };
 use crate::config::{CLIENT_ID, ENVD_VERSION};
 use crate::lifecycle::{Phase, Transition};
+use crate::store::SandboxRecord;
 
 /// Page size when the client gives none.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
@@ -110,14 +111,15 @@ fn listed(live: &Live, state: SandboxState) -> ListedSandbox {
     }
 }
 
-fn sandbox_of(live: &Live) -> Sandbox {
+/// The create/connect answer for a sandbox.
+pub(super) fn sandbox_of(record: &SandboxRecord) -> Sandbox {
     Sandbox {
-        template_id: live.record.template_id.clone(),
-        sandbox_id: live.record.id.clone(),
+        template_id: record.template_id.clone(),
+        sandbox_id: record.id.clone(),
         client_id: CLIENT_ID.to_owned(),
         envd_version: ENVD_VERSION.to_owned(),
         alias: None,
-        envd_access_token: Some(live.record.access_token.clone()),
+        envd_access_token: Some(record.access_token.clone()),
         traffic_access_token: None,
         domain: None,
     }
@@ -222,7 +224,7 @@ impl SandboxManager {
             if let Some(end) = new_end {
                 live.record.end_at = end;
             }
-            (sandbox_of(live), new_end)
+            (sandbox_of(&live.record), new_end)
         };
         if let Some(end) = new_end {
             self.persist_end(id, end).await?;
