@@ -106,19 +106,6 @@ impl Client {
         }
     }
 
-    /// Sends a request and returns the answer if its status is 2xx.
-    async fn send(&self, step: &str, req: RequestBuilder) -> Result<Response, ClientError> {
-        let resp = req.send().await.map_err(|source| ClientError::Transport {
-            step: step.to_owned(),
-            source,
-        })?;
-        if resp.status().is_success() {
-            Ok(resp)
-        } else {
-            Err(api_error(step, resp).await)
-        }
-    }
-
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -130,7 +117,7 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = self.send(&step, req).await?;
+        let resp = send_checked(&step, req).await?;
         let next = next_token(&resp);
         let bytes = resp
             .bytes()
@@ -156,7 +143,7 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        Ok(self.send(&step, req).await?.status())
+        Ok(send_checked(&step, req).await?.status())
     }
 
     /// Creates a sandbox (`POST /v2/sandboxes`) and returns a handle to it.
@@ -404,6 +391,19 @@ fn not_found_as_false(result: Result<StatusCode, ClientError>) -> Result<bool, C
 }
 
 /// Turns a non-2xx answer into [`ClientError::Api`], reading the `{code, message}` body.
+/// Sends a request and returns the answer if its status is 2xx, the API error otherwise.
+pub(crate) async fn send_checked(step: &str, req: RequestBuilder) -> Result<Response, ClientError> {
+    let resp = req.send().await.map_err(|source| ClientError::Transport {
+        step: step.to_owned(),
+        source,
+    })?;
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        Err(api_error(step, resp).await)
+    }
+}
+
 pub(crate) async fn api_error(step: &str, resp: Response) -> ClientError {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();

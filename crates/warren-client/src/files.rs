@@ -14,7 +14,7 @@ use warren_proto::envd::filesystem::{
 };
 use warren_proto::envd::process::Empty;
 
-use crate::client::api_error;
+use crate::client::send_checked;
 use crate::connect;
 use crate::error::ClientError;
 use crate::query::QueryBuilder;
@@ -68,21 +68,8 @@ impl Files {
 
     /// Starts a download of `path`; the answer body is the file's bytes.
     async fn download(&self, path: &str) -> Result<reqwest::Response, ClientError> {
-        let step = "GET /files";
-        let resp = self
-            .envd
-            .request(Method::GET, &self.files_path(path))
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                step: step.to_owned(),
-                source,
-            })?;
-        if resp.status().is_success() {
-            Ok(resp)
-        } else {
-            Err(api_error(step, resp).await)
-        }
+        let req = self.envd.request(Method::GET, &self.files_path(path));
+        send_checked("GET /files", req).await
     }
 
     /// Reads a whole file.
@@ -137,20 +124,12 @@ impl Files {
         data: impl Into<reqwest::Body>,
     ) -> Result<Vec<WriteInfo>, ClientError> {
         let step = "POST /files";
-        let resp = self
+        let req = self
             .envd
             .request(Method::POST, &self.files_path(path))
             .header(CONTENT_TYPE, "application/octet-stream")
-            .body(data)
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                step: step.to_owned(),
-                source,
-            })?;
-        if !resp.status().is_success() {
-            return Err(api_error(step, resp).await);
-        }
+            .body(data);
+        let resp = send_checked(step, req).await?;
         let bytes = resp
             .bytes()
             .await
