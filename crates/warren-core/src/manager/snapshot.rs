@@ -248,8 +248,9 @@ impl SandboxManager {
         if let Ok(entries) = std::fs::read_dir(self.snapshots_dir()) {
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    tracing::info!(dir = %entry.path().display(), "removing an unfinished snapshot");
-                    let _ = std::fs::remove_dir_all(entry.path());
+                    let dir = entry.path();
+                    tracing::info!(dir = %dir.display(), "removing an unfinished snapshot");
+                    let _ = std::fs::remove_dir_all(&dir);
                 }
             }
         }

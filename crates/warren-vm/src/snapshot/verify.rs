@@ -12,8 +12,9 @@
 //! device state was captured.
 //!
 //! How: the source's guest RAM is the mapping of size `memory` in its `/proc/<pid>/maps`
-//! (`/memfd:memory-backend-memfd`, or a snapshot's RAM file for a restored VM); `/proc/<pid>/pagemap` says
-//! which pages are resident (bit 63), and `/proc/<pid>/mem` reads them.
+//! (`/memfd:memory-backend-memfd`, or a snapshot's RAM file for a restored VM);
+//! `/proc/<pid>/pagemap` says which pages are resident (bit 63), and `/proc/<pid>/mem` reads
+//! them.
 
 use std::fs::File;
 use std::io;
