@@ -71,6 +71,16 @@ pub enum ImageBuildError {
         #[source]
         source: CommandError,
     },
+    #[error("cannot read the extra CA certificates")]
+    ReadCas {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the extra CA certificates in the guest")]
+    InstallCas {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot stage the root filesystem")]
     StageRootfs {
         #[source]

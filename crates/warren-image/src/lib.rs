@@ -62,6 +62,10 @@ pub struct ImageOptions {
     pub disk_size_mib: u64,
     /// Verify sha256 checksums of a cached image before using it, not only sizes and magics.
     pub verify_checksums: bool,
+    /// Folder of extra CA certificates (`*.crt`) that guests trust in addition to Debian's:
+    /// by default the host's own (`/usr/local/share/ca-certificates`), so that guests can
+    /// reach package registries through the same TLS-inspecting proxy as the host.
+    pub extra_ca_dir: Option<PathBuf>,
 }
 
 impl ImageOptions {
@@ -75,6 +79,7 @@ impl ImageOptions {
             extra_packages: Vec::new(),
             disk_size_mib: DEFAULT_DISK_MIB,
             verify_checksums: false,
+            extra_ca_dir: Some(PathBuf::from(HOST_CA_DIR)),
         }
     }
 }
@@ -101,6 +106,9 @@ pub fn default_cache_dir() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     home.join(".cache/warren")
 }
+
+/// Where Debian keeps locally added CA certificates (on the host and in the guest).
+pub const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
 
 const VMLINUX: &str = "vmlinux";
 const INITRAMFS: &str = "initramfs.cpio.gz";
@@ -140,6 +148,11 @@ pub fn ensure_base_image(
     image_inputs.insert("rootfs".into(), rootfs_key.clone());
     image_inputs.insert("agent-sha256".into(), agent_hash);
     image_inputs.insert("warren-init".into(), rootfs::WARREN_INIT.into());
+    let cas = rootfs::extra_cas(opts.extra_ca_dir.as_deref())
+        .map_err(|source| ImageBuildError::ReadCas { source })?;
+    if !cas.is_empty() {
+        image_inputs.insert("extra-cas".into(), rootfs::cas_digest(&cas));
+    }
     image_inputs.insert("disk-size-mib".into(), opts.disk_size_mib.to_string());
     let image_key = cache::key(&image_inputs);
 
@@ -359,6 +372,9 @@ fn build_image(
         &staging.join("usr/sbin/warren-init"),
         rootfs::WARREN_INIT.as_bytes(),
     )?;
+    let cas = rootfs::extra_cas(opts.extra_ca_dir.as_deref())
+        .map_err(|source| ImageBuildError::ReadCas { source })?;
+    rootfs::install_cas(&staging, &cas).map_err(|source| ImageBuildError::InstallCas { source })?;
     let raw = tmp.join("rootfs.raw");
     rootfs::make_ext4(&staging, &raw, opts.disk_size_mib)
         .map_err(|source| ImageBuildError::MakeFilesystem { source })?;

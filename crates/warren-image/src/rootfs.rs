@@ -105,6 +105,64 @@ pub(crate) fn stage(tree: &Path, staging: &Path) -> Result<(), CommandError> {
     .map(drop)
 }
 
+/// The `*.crt` files of `dir` (name and content, by name); none when `dir` is `None` or
+/// does not exist.
+pub(crate) fn extra_cas(dir: Option<&Path>) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut cas = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".crt") && entry.path().is_file() {
+            cas.push((name, std::fs::read(entry.path())?));
+        }
+    }
+    cas.sort();
+    Ok(cas)
+}
+
+/// A digest of the CA files, an input of the image key.
+pub(crate) fn cas_digest(cas: &[(String, Vec<u8>)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, content) in cas {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(content);
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Adds the CA files to the staged tree and regenerates its trust store in a chroot (so the
+/// bundle, the hash links and later `update-ca-certificates` runs all include them).
+pub(crate) fn install_cas(
+    staging: &Path,
+    cas: &[(String, Vec<u8>)],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if cas.is_empty() {
+        return Ok(());
+    }
+    let dir = staging.join("usr/local/share/ca-certificates");
+    std::fs::create_dir_all(&dir)?;
+    for (name, content) in cas {
+        std::fs::write(dir.join(name), content)?;
+    }
+    command::run(
+        Command::new("chroot")
+            .arg(staging)
+            .args(["update-ca-certificates", "--fresh"]),
+    )?;
+    Ok(())
+}
+
 /// Makes an ext4 image of `size_mib` MiB at `raw` holding the contents of `root`.
 pub(crate) fn make_ext4(root: &Path, raw: &Path, size_mib: u64) -> Result<(), CommandError> {
     let file = std::fs::File::create(raw)
