@@ -103,7 +103,10 @@ pub struct JsonBody<T>(pub T);
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
 
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiFailure> {
+pub(crate) async fn read_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<Bytes, ApiFailure> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {

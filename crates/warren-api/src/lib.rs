@@ -11,6 +11,7 @@ pub mod error;
 pub mod gateway;
 pub mod list_query;
 pub mod routes;
+pub mod staging;
 pub mod trace;
 
 use std::future::Future;
@@ -19,12 +20,32 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware;
 use warren_core::SandboxManager;
+use warren_core::templates::TemplateService;
 
 /// Shared state of all handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub manager: SandboxManager,
     pub agent_http: gateway::AgentHttpClient,
+    /// Template builds; `None` (servers without a VM runtime, tests) answers 501.
+    pub templates: Option<TemplateService>,
+    /// One-time tokens of E2B template file uploads.
+    pub upload_tokens: staging::UploadTokens,
+    /// Unpacked build contexts of running `warren template build`s.
+    pub build_contexts: staging::ContextDirs,
+}
+
+impl AppState {
+    /// State for `manager`, with template builds when `templates` is given.
+    pub fn new(manager: SandboxManager, templates: Option<TemplateService>) -> Self {
+        AppState {
+            manager,
+            agent_http: gateway::agent_client(),
+            templates,
+            upload_tokens: staging::UploadTokens::default(),
+            build_contexts: staging::ContextDirs::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -42,10 +63,11 @@ pub enum ServeError {
 
 /// The whole application: gateway in front of the control plane.
 pub fn router(manager: SandboxManager) -> Router {
-    let state = AppState {
-        manager,
-        agent_http: gateway::agent_client(),
-    };
+    app(AppState::new(manager, None))
+}
+
+/// The whole application over a prepared state.
+pub fn app(state: AppState) -> Router {
     routes::api_router(state.clone())
         .layer(middleware::from_fn_with_state(state, gateway::dispatch))
         .layer(middleware::from_fn(trace::request_span))
@@ -64,10 +86,28 @@ pub async fn serve(
     serve_with_grace(listener, manager, shutdown, SHUTDOWN_GRACE).await
 }
 
+/// [`serve`] of a prepared state (the production server passes its template service).
+pub async fn serve_state(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_app(listener, app(state), shutdown, SHUTDOWN_GRACE).await
+}
+
 /// [`serve`] with a chosen grace period.
 pub async fn serve_with_grace(
     listener: tokio::net::TcpListener,
     manager: SandboxManager,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    serve_app(listener, router(manager), shutdown, grace).await
+}
+
+async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServeError> {
@@ -79,7 +119,7 @@ pub async fn serve_with_grace(
         shutdown.await;
         let _ = stopping.send(true);
     };
-    let server = axum::serve(listener, router(manager)).with_graceful_shutdown(signal);
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let deadline = async move {
         // Errs only once the server future (which owns the sender) is gone.
         if stopped.wait_for(|s| *s).await.is_ok() {

@@ -281,6 +281,282 @@ async fn responses_match_the_document() {
     s.finish().await;
 }
 
+/// Sends a raw body (uploads and archives) and returns the status and JSON body.
+async fn call_raw(
+    s: &Server,
+    method: reqwest::Method,
+    url: &str,
+    key: bool,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = s.http.request(method, url).body(body);
+    if key {
+        req = req.header("X-API-KEY", common::KEY);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON")
+    };
+    (status, value)
+}
+
+fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        b.append_data(&mut header, path, content.as_bytes())
+            .expect("append");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &b.into_inner().expect("tar")).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+type Case = (&'static str, String, &'static str, Option<Value>);
+type Seen = std::collections::BTreeSet<(&'static str, &'static str, u16)>;
+
+/// Calls each case, checks its answer against the document and records what was seen.
+async fn run_cases(s: &Server, spec: &Spec, cases: Vec<Case>, seen: &mut Seen) {
+    for (method, path, template, body) in cases {
+        let (status, value) = call(s, method, &path, body).await;
+        spec.check_response(method, template, status, &value);
+        seen.insert((method, template, status));
+    }
+}
+
+#[tokio::test]
+async fn template_responses_match_the_document() {
+    let spec = Spec::load();
+    let hash = "ab".repeat(32);
+    let s = Server::start_with_templates().await;
+    let (status, created) = call(&s, "post", "/v3/templates", Some(json!({"name": "app"}))).await;
+    spec.check_response("post", "/v3/templates", status, &created);
+    assert_eq!(status, 202);
+    let id = created["templateID"].as_str().expect("id").to_owned();
+    let build = created["buildID"].as_str().expect("build").to_owned();
+    let (status, link) = call(&s, "get", &format!("/templates/{id}/files/{hash}"), None).await;
+    spec.check_response("get", "/templates/{templateID}/files/{hash}", status, &link);
+    let url = link["url"].as_str().expect("url").to_owned();
+    let upload = "/templates/{templateID}/files/{hash}/upload";
+    let put = reqwest::Method::PUT;
+    let (status, value) = call_raw(&s, put.clone(), &url, false, b"garbage".to_vec()).await;
+    spec.check_response("put", upload, status, &value);
+    let (status, value) = call_raw(&s, put.clone(), &url, false, Vec::new()).await;
+    spec.check_response("put", upload, status, &value);
+    assert_eq!(status, 403);
+    let bare = url.split('?').next().expect("url").to_owned();
+    let (status, value) = call_raw(&s, put, &bare, false, Vec::new()).await;
+    spec.check_response("put", upload, status, &value);
+    let start = format!("/v2/templates/{id}/builds/{build}");
+    let status_path = format!("/templates/{id}/builds/{build}/status");
+    let cases: Vec<Case> = vec![
+        (
+            "post",
+            "/v3/templates".into(),
+            "/v3/templates",
+            Some(json!({})),
+        ),
+        ("get", "/templates".into(), "/templates", None),
+        (
+            "get",
+            "/templates/app".into(),
+            "/templates/{templateID}",
+            None,
+        ),
+        (
+            "get",
+            "/templates/nope".into(),
+            "/templates/{templateID}",
+            None,
+        ),
+        (
+            "get",
+            "/templates/aliases/app".into(),
+            "/templates/aliases/{alias}",
+            None,
+        ),
+        (
+            "get",
+            "/templates/aliases/nope".into(),
+            "/templates/aliases/{alias}",
+            None,
+        ),
+        (
+            "get",
+            format!("/templates/{id}/files/nothex"),
+            "/templates/{templateID}/files/{hash}",
+            None,
+        ),
+        (
+            "post",
+            start.clone(),
+            "/v2/templates/{templateID}/builds/{buildID}",
+            Some(json!({"fromImage": "ubuntu"})),
+        ),
+        (
+            "get",
+            format!("{status_path}?logsOffset=x"),
+            "/templates/{templateID}/builds/{buildID}/status",
+            None,
+        ),
+        (
+            "post",
+            start.clone(),
+            "/v2/templates/{templateID}/builds/{buildID}",
+            Some(json!({})),
+        ),
+        (
+            "post",
+            start,
+            "/v2/templates/{templateID}/builds/{buildID}",
+            Some(json!({})),
+        ),
+        (
+            "get",
+            status_path.clone(),
+            "/templates/{templateID}/builds/{buildID}/status",
+            None,
+        ),
+        (
+            "get",
+            format!("/templates/{id}/builds/nope/status"),
+            "/templates/{templateID}/builds/{buildID}/status",
+            None,
+        ),
+    ];
+    let mut seen = Seen::new();
+    run_cases(&s, &spec, cases, &mut seen).await;
+    // Wait for the (empty) build to end, then the calls that need a ready build.
+    for _ in 0..200 {
+        let (_, info) = call(&s, "get", &status_path, None).await;
+        if info["status"] == "ready" || info["status"] == "error" {
+            spec.check_response(
+                "get",
+                "/templates/{templateID}/builds/{buildID}/status",
+                200,
+                &info,
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let tags = Some(json!({"target": "app", "tags": ["v1"]}));
+    let cases = vec![
+        (
+            "get",
+            "/templates/app".into(),
+            "/templates/{templateID}",
+            None,
+        ),
+        ("post", "/templates/tags".into(), "/templates/tags", tags),
+        (
+            "post",
+            "/templates/tags".into(),
+            "/templates/tags",
+            Some(json!({"target": "nope", "tags": ["v1"]})),
+        ),
+        (
+            "get",
+            format!("/templates/{id}/tags"),
+            "/templates/{templateID}/tags",
+            None,
+        ),
+        (
+            "delete",
+            "/templates/tags".into(),
+            "/templates/tags",
+            Some(json!({"name": "app", "tags": ["v1"]})),
+        ),
+        (
+            "delete",
+            "/templates/tags".into(),
+            "/templates/tags",
+            Some(json!({"name": "app", "tags": ["default"]})),
+        ),
+        (
+            "post",
+            "/templates/app".into(),
+            "/templates/{templateID}",
+            None,
+        ),
+        (
+            "post",
+            "/templates/nope".into(),
+            "/templates/{templateID}",
+            None,
+        ),
+    ];
+    run_cases(&s, &spec, cases, &mut seen).await;
+    let archive = "/warren/templates/builds";
+    let post = reqwest::Method::POST;
+    for body in [
+        tar_gz(&[("template.toml", "name = \"a-b\"\n")]),
+        tar_gz(&[("template.toml", "name = 3\n")]),
+    ] {
+        let (status, value) = call_raw(&s, post.clone(), &s.url(archive), true, body).await;
+        spec.check_response("post", archive, status, &value);
+        seen.insert(("post", archive, status));
+    }
+    // Let the rebuild and the archive build end before deleting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cases = vec![
+        (
+            "delete",
+            "/templates/a-b".into(),
+            "/templates/{templateID}",
+            None,
+        ),
+        (
+            "delete",
+            "/templates/app".into(),
+            "/templates/{templateID}",
+            None,
+        ),
+    ];
+    run_cases(&s, &spec, cases, &mut seen).await;
+    for expected in [
+        ("post", "/v3/templates", 400),
+        ("get", "/templates/{templateID}", 200),
+        ("get", "/templates/{templateID}", 404),
+        ("get", "/templates/aliases/{alias}", 200),
+        ("post", "/v2/templates/{templateID}/builds/{buildID}", 202),
+        ("post", "/v2/templates/{templateID}/builds/{buildID}", 409),
+        (
+            "get",
+            "/templates/{templateID}/builds/{buildID}/status",
+            200,
+        ),
+        (
+            "get",
+            "/templates/{templateID}/builds/{buildID}/status",
+            404,
+        ),
+        ("post", "/templates/tags", 201),
+        ("delete", "/templates/tags", 204),
+        ("post", "/templates/{templateID}", 202),
+        ("post", "/warren/templates/builds", 202),
+        ("post", "/warren/templates/builds", 400),
+        ("delete", "/templates/{templateID}", 204),
+    ] {
+        assert!(seen.contains(&expected), "case not exercised: {expected:?}");
+    }
+    s.finish().await;
+
+    // Without templates: 501, as documented.
+    let s = Server::start().await;
+    let (status, value) = call(&s, "get", "/templates", None).await;
+    spec.check_response("get", "/templates", status, &value);
+    assert_eq!(status, 501);
+    s.finish().await;
+}
+
 #[test]
 fn checker_catches_mismatches() {
     let spec = Spec::load();

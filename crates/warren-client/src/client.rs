@@ -96,7 +96,7 @@ impl Client {
         &self.http
     }
 
-    fn request(&self, method: Method, path_and_query: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path_and_query: &str) -> RequestBuilder {
         let req = self
             .http
             .request(method, format!("{}{path_and_query}", self.api_url));
@@ -106,7 +106,7 @@ impl Client {
         }
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -132,7 +132,7 @@ impl Client {
     }
 
     /// Like `call` for endpoints whose success answer has no body.
-    async fn call_empty(
+    pub(crate) async fn call_empty(
         &self,
         method: Method,
         path: &str,
@@ -144,6 +144,13 @@ impl Client {
             req = req.json(body);
         }
         Ok(send_checked(&step, req).await?.status())
+    }
+
+    /// A handle on a sandbox whose create answer the caller already holds, without asking the
+    /// server (the server's template builder uses it with the agent's own address as the
+    /// sandbox URL).
+    pub fn sandbox_from_info(&self, info: SandboxInfo) -> Sandbox {
+        Sandbox::new(self.clone(), info)
     }
 
     /// Creates a sandbox (`POST /v2/sandboxes`) and returns a handle to it.
@@ -341,7 +348,7 @@ fn seconds(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
 }
 
-fn to_json<T: Serialize>(body: &T) -> Result<serde_json::Value, ClientError> {
+pub(crate) fn to_json<T: Serialize>(body: &T) -> Result<serde_json::Value, ClientError> {
     serde_json::to_value(body).map_err(|source| ClientError::Decode {
         step: "encoding a request body".to_owned(),
         source,
@@ -382,7 +389,9 @@ fn next_token(resp: &Response) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn not_found_as_false(result: Result<StatusCode, ClientError>) -> Result<bool, ClientError> {
+pub(crate) fn not_found_as_false(
+    result: Result<StatusCode, ClientError>,
+) -> Result<bool, ClientError> {
     match result {
         Ok(_) => Ok(true),
         Err(e) if e.status() == Some(404) => Ok(false),

@@ -6,6 +6,9 @@
 //!   with the `E2b-Sandbox-Id` routing header (`sandbox`).
 //! - [`Commands`] / [`Pty`] — processes over Connect RPC (`commands`, `connect`).
 //! - [`Files`] — file contents over `/files`, metadata over RPC (`files`).
+//! - Templates — [`pack_template`] packs a template file with its build context; `Client`
+//!   submits it, follows the build and lists, tags, rebuilds and deletes templates
+//!   (`templates`).
 //! - [`ClientError`] — every failure, classified by protocol layer (`error`).
 //!
 //! Wire types (REST models, envd messages, Connect framing) come from `warren_proto`, so the
@@ -32,6 +35,7 @@ mod files;
 mod models;
 mod query;
 mod sandbox;
+mod templates;
 
 pub use client::{Client, DEFAULT_API_URL, Page};
 pub use commands::{CommandEvent, CommandHandle, CommandOutput, Commands, Pty, RunOptions};
@@ -42,8 +46,16 @@ pub use models::{
     SandboxQuery, SandboxState, SnapshotInfo, SnapshotQuery, StringMap,
 };
 pub use sandbox::{ENVD_PORT, Sandbox};
+pub use templates::{ARCHIVE_TEMPLATE_FILE, PackError, copy_sources, pack_template};
+/// Template wire types.
+pub use warren_proto::api::{TemplateBuildStarted, TemplateBuildSummary, TemplateInfo};
 /// Connect error codes, as carried by [`ClientError::Rpc`].
 pub use warren_proto::connect::ErrorCode;
 /// envd messages that appear in this crate's API.
 pub use warren_proto::envd::filesystem::{EntryInfo, FileType};
 pub use warren_proto::envd::process::{EndEvent, ProcessConfig, ProcessInfo};
+pub use warren_template::e2b::{
+    AssignedTemplateTags, BuildStatusReason, TemplateBuildInfo, TemplateTag,
+};
+pub use warren_template::logs::{LogEntry, LogLevel};
+pub use warren_template::registry::BuildStatus;

@@ -87,4 +87,19 @@ impl Config {
     pub fn snapshots_dir(&self) -> PathBuf {
         self.data_dir.join("snapshots")
     }
+
+    /// `<data_dir>/templates`: template build layers, ready snapshots, uploads.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.data_dir.join("templates")
+    }
+
+    /// `<data_dir>/templates/layers/<key>`: disk-only snapshots of build steps.
+    pub fn template_layers_dir(&self) -> PathBuf {
+        self.templates_dir().join("layers")
+    }
+
+    /// `<data_dir>/templates/snapshots/<build id>`: ready snapshots of template builds.
+    pub fn template_snapshots_dir(&self) -> PathBuf {
+        self.templates_dir().join("snapshots")
+    }
 }

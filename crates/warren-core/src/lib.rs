@@ -8,6 +8,7 @@
 //! - [`manager`]: the typed command set (create, connect, list, get, kill, timeouts,
 //!   metrics, gateway routing), the timeout timer and restart recovery.
 //! - [`agent`]: the host's client for the agent's private routes (`/init`, `/metrics`).
+//! - [`templates`]: template builds (build VMs are sandboxes), their records and uploads.
 //! - [`testing`] (feature `testing`): a fake runtime with stub agents.
 
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod manager;
 pub mod qemu;
 pub mod runtime;
 pub mod store;
+pub mod templates;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

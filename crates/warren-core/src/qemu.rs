@@ -285,8 +285,14 @@ impl QemuRuntime {
             &disk,
             &spec.run_dir,
         );
-        cfg.vcpus = m.vcpus;
-        cfg.memory_mib = u64::from(m.memory_mib);
+        // A memory image fixes the machine's size; a disk-only snapshot boots at any size.
+        if manifest.memory.is_some() {
+            cfg.vcpus = m.vcpus;
+            cfg.memory_mib = u64::from(m.memory_mib);
+        } else {
+            cfg.vcpus = spec.vcpus;
+            cfg.memory_mib = u64::from(spec.memory_mb);
+        }
         cfg.cmdline_extra = m.cmdline.split_whitespace().map(str::to_owned).collect();
         cfg.allow_internet = spec.allow_internet;
         cfg.accel = self.accel;

@@ -236,6 +236,78 @@ pub struct ForkResult {
     pub error: Option<ApiError>,
 }
 
+/// A template as `GET /templates` lists it and `GET /templates/{templateID}` returns it:
+/// E2B's `Template` fields, plus Warren's tag map and (for a single template) its builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateInfo {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// The build sandboxes start from; before any build succeeded, the latest build.
+    #[serde(rename = "buildID")]
+    pub build_id: String,
+    /// Default vCPUs of sandboxes started from it.
+    pub cpu_count: u32,
+    /// Default memory of sandboxes started from it, in MiB.
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u32,
+    pub public: bool,
+    /// The template's name (E2B lists it as the single alias).
+    pub aliases: Vec<String>,
+    pub names: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Status of the latest build: `waiting`, `building`, `ready` or `error`.
+    pub build_status: String,
+    /// Number of builds, failed ones included.
+    pub build_count: u32,
+    /// Tag → build id.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Builds, newest first; only in the answer of `GET /templates/{templateID}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<TemplateBuildSummary>,
+}
+
+/// One build of a template, as [`TemplateInfo::builds`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateBuildSummary {
+    #[serde(rename = "buildID")]
+    pub build_id: String,
+    /// `waiting`, `building`, `ready` or `error`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why a failed build failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The step that failed (E2B step name: `base`, `1`, `2`, ..., `finalize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// Answer (202) of a started build: `POST /warren/templates/builds` and
+/// `POST /templates/{templateID}` (rebuild).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateBuildStarted {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "buildID")]
+    pub build_id: String,
+    /// The template's name.
+    pub name: String,
+}
+
+/// Optional body of `POST /templates/{templateID}` (rebuild).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebuildTemplate {
+    /// Rebuild every step instead of reusing cached layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
 /// The error body of every non-2xx control-plane response; `code` equals the HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

@@ -171,7 +171,7 @@ impl BuildError {
 /// with an `error` entry holding the whole error chain).
 pub async fn build(
     backend: &dyn BuildBackend,
-    lookup: &dyn DefinitionLookup,
+    lookup: &(dyn DefinitionLookup + Sync),
     req: &BuildRequest,
     opts: &BuildOptions,
     log: &BuildLog,
@@ -188,7 +188,7 @@ pub async fn build(
 
 async fn build_inner(
     backend: &dyn BuildBackend,
-    lookup: &dyn DefinitionLookup,
+    lookup: &(dyn DefinitionLookup + Sync),
     req: &BuildRequest,
     opts: &BuildOptions,
     log: &BuildLog,

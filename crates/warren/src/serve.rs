@@ -14,7 +14,9 @@ use anyhow::Context;
 use warren_core::manager::ShutdownMode;
 use warren_core::qemu::QemuRuntime;
 use warren_core::store::Store;
+use warren_core::templates::TemplateService;
 use warren_core::{Config, SandboxManager, api_keys};
+use warren_template::builder::BuildOptions;
 
 /// Arguments of `warren serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -77,15 +79,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         println!("  {key}");
     }
+    let image_key = image.key.clone();
     let runtime = QemuRuntime::new(image, accel, &data_dir).context("setting up the runtime")?;
     let manager = SandboxManager::start(config, store, Arc::new(runtime))
         .await
         .context("starting the sandbox manager")?;
 
+    let templates = TemplateService::new(manager.clone(), image_key, BuildOptions::default());
+    if let Err(e) = templates.recover().await {
+        tracing::warn!(error = %e, "cannot clean up the template builds of the last run");
+    }
+    // Until the base template is built, `base` sandboxes cold-boot the image.
+    let base = templates.clone();
+    tokio::spawn(async move {
+        if let Err(e) = base.ensure_base().await {
+            tracing::warn!(error = %e, "cannot build the base template");
+        }
+    });
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let served = warren_api::serve(listener, manager.clone(), shutdown_signal()).await;
+    let state = warren_api::AppState::new(manager.clone(), Some(templates));
+    let served = warren_api::serve_state(listener, state, shutdown_signal()).await;
     let mode = match args.on_exit {
         OnExit::Detach => ShutdownMode::Detach,
         OnExit::Kill => ShutdownMode::KillAll,

@@ -25,6 +25,7 @@ pub async fn create(
         allow_internet: body.allow_internet_access,
         auto_pause: body.auto_pause.unwrap_or(false),
         auto_resume: body.auto_resume.is_some_and(|a| a.enabled),
+        ..CreateSandbox::default()
     };
     let sandbox = state
         .manager

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use warren_core::manager::ShutdownMode;
 use warren_core::store::Store;
+use warren_core::templates::TemplateService;
 use warren_core::testing::FakeRuntime;
 use warren_core::{Config, SandboxManager};
 
@@ -23,6 +24,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Server {
+        Server::start_with(false).await
+    }
+
+    /// A server with a template service (builds run on the fake runtime's stub VMs).
+    pub async fn start_with_templates() -> Server {
+        Server::start_with(true).await
+    }
+
+    async fn start_with(templates: bool) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::new(dir.path().to_owned(), dir.path().join("cache"));
         config.static_api_key = Some(KEY.to_owned());
@@ -42,7 +52,11 @@ impl Server {
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
-                warren_api::serve(listener, manager, shutdown)
+                let templates = templates.then(|| {
+                    TemplateService::new(manager.clone(), "test-image".into(), Default::default())
+                });
+                let state = warren_api::AppState::new(manager, templates);
+                warren_api::serve_state(listener, state, shutdown)
                     .await
                     .expect("serve");
             }
@@ -76,6 +90,10 @@ impl Server {
 
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.delete(self.url(path)).header("X-API-KEY", KEY)
+    }
+
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.put(self.url(path)).header("X-API-KEY", KEY)
     }
 
     /// Creates a sandbox through the API and returns the response body.

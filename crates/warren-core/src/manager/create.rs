@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use warren_proto::api::Sandbox;
 
 use super::query::sandbox_of;
-use super::{CreateError, CreateSandbox, Live, SandboxManager, StopReason, now, transition};
+use super::snapshot::SnapshotSource;
+use super::{
+    BootFrom, CreateError, CreateSandbox, Live, SandboxManager, StopReason, now, transition,
+};
 use crate::ids;
 use crate::lifecycle::{Phase, Transition};
 use crate::runtime::{RuntimeError, StartedVm, VmInfo, VmSpec};
@@ -35,6 +38,9 @@ impl SandboxManager {
             None => chrono::Duration::from_std(config.default_timeout)
                 .unwrap_or(chrono::Duration::seconds(300)),
         };
+        let plan = self.boot_plan(&cmd).await?;
+        let mut env_vars = plan.env.clone();
+        env_vars.extend(cmd.env_vars);
         let id = ids::sandbox_id();
         let started_at = now();
         let record = SandboxRecord {
@@ -43,11 +49,14 @@ impl SandboxManager {
             phase: Phase::Starting,
             started_at,
             end_at: started_at + timeout,
-            vcpus: config.default_vcpus,
-            memory_mb: config.default_memory_mb,
+            vcpus: cmd.vcpus.or(plan.vcpus).unwrap_or(config.default_vcpus),
+            memory_mb: cmd
+                .memory_mb
+                .or(plan.memory_mb)
+                .unwrap_or(config.default_memory_mb),
             disk_mb: config.default_disk_mb,
             metadata: cmd.metadata,
-            env_vars: cmd.env_vars,
+            env_vars,
             allow_internet: cmd.allow_internet,
             access_token: ids::secret(32),
             agent_port: None,
@@ -71,7 +80,8 @@ impl SandboxManager {
             );
         }
         tracing::info!(sandbox_id = %id, template_id = %record.template_id, "sandbox starting");
-        match self.boot(&record, timeout).await {
+        let cold_image = matches!(cmd.boot_from, Some(BootFrom::Image));
+        match self.boot(&record, plan.source, cold_image, timeout).await {
             Ok(sandbox) => Ok(sandbox),
             Err(err) => {
                 tracing::warn!(sandbox_id = %id, error = %err, "sandbox failed to start");
@@ -84,6 +94,8 @@ impl SandboxManager {
     async fn boot(
         &self,
         record: &SandboxRecord,
+        source: Option<SnapshotSource>,
+        cold_image: bool,
         timeout: chrono::Duration,
     ) -> Result<Sandbox, CreateError> {
         let id = &record.id;
@@ -98,16 +110,20 @@ impl SandboxManager {
         })?;
         let spec = VmSpec {
             sandbox_id: id.clone(),
-            template_id: record.template_id.clone(),
+            // A build VM's record names the template being built; its disk is the image's.
+            template_id: if cold_image {
+                crate::qemu::BASE_TEMPLATE.to_owned()
+            } else {
+                record.template_id.clone()
+            },
             vcpus: record.vcpus,
             memory_mb: record.memory_mb,
             disk_mb: record.disk_mb,
             run_dir: record.run_dir.clone(),
             allow_internet: record.allow_internet.unwrap_or(true),
         };
-        let source = self.snapshot_source(&record.template_id).await?;
         // `<name>:<tag>` ids are snapshots; one that is not (or no longer) there is unknown.
-        if source.is_none() && record.template_id.contains(':') {
+        if source.is_none() && !cold_image && record.template_id.contains(':') {
             let unknown = RuntimeError::UnknownTemplate(record.template_id.clone());
             return Err(CreateError::StartVm(unknown));
         }
@@ -129,20 +145,24 @@ impl SandboxManager {
             return Err(CreateError::KilledDuringStart);
         }
         let agent = &self.inner.agent;
+        let vm_started = std::time::Instant::now();
         agent
             .wait_healthy(info.agent_addr, self.inner.config.boot_timeout)
             .await
             .map_err(CreateError::AgentBoot)?;
+        let healthy = vm_started.elapsed();
         agent
             .init(
                 info.agent_addr,
                 // A restored agent still holds its source's token and wants it to be re-keyed.
-                source.as_ref().map(|s| s.agent_token.as_str()),
+                source.as_ref().and_then(|s| s.agent_token.as_deref()),
                 &record.access_token,
                 &record.env_vars,
             )
             .await
             .map_err(CreateError::AgentInit)?;
+        tracing::debug!(sandbox_id = %id, ?healthy, initialised = ?vm_started.elapsed(),
+            "agent ready");
 
         let end_at = self
             .mark_running(id, info, timeout)

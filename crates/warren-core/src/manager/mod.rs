@@ -23,6 +23,7 @@ mod query;
 mod recovery;
 mod snapshot;
 mod stop;
+mod templates;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub use errors::{
 };
 pub use query::{DEFAULT_LIST_LIMIT, ListFilter, ListOrder, ListPage, MAX_LIST_LIMIT, Route};
 pub use snapshot::{SnapshotError, SnapshotFilter};
+pub use templates::TemplateSource;
 
 /// Create command (from `POST /v2/sandboxes` or the CLI).
 #[derive(Debug, Clone, Default)]
@@ -57,6 +59,21 @@ pub struct CreateSandbox {
     pub allow_internet: Option<bool>,
     pub auto_pause: bool,
     pub auto_resume: bool,
+    /// Template builds only: where to boot from instead of resolving `template_id`.
+    pub boot_from: Option<BootFrom>,
+    /// vCPUs; `None` = the template's default, else the configured default.
+    pub vcpus: Option<u32>,
+    /// Memory in MiB; `None` = the template's default, else the configured default.
+    pub memory_mb: Option<u32>,
+}
+
+/// An explicit boot source (template builds boot on cached layers that are not templates).
+#[derive(Debug, Clone)]
+pub enum BootFrom {
+    /// Cold boot of the base image.
+    Image,
+    /// A snapshot or disk-layer directory (cold boot when it has no memory image).
+    Dir(std::path::PathBuf),
 }
 
 /// Why a sandbox is being torn down, for logs.
@@ -175,5 +192,7 @@ fn transition(
 
 #[cfg(test)]
 mod pause_tests;
+#[cfg(test)]
+mod template_tests;
 #[cfg(test)]
 mod tests;

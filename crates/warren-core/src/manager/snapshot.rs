@@ -19,7 +19,7 @@ use warren_proto::api::SnapshotInfo;
 use super::{CreateSandbox, SandboxManager, now};
 use crate::ids;
 use crate::lifecycle::Phase;
-use crate::runtime::RuntimeError;
+use crate::runtime::{RuntimeError, SnapshotTaken};
 use crate::store::{SnapshotRecord, StoreError};
 
 /// The agent token file inside a snapshot directory.
@@ -74,11 +74,19 @@ pub struct SnapshotFilter {
     pub name: Option<String>,
 }
 
-/// A snapshot to start a sandbox from: its directory and the token its agent holds.
+/// A snapshot to start a sandbox from: its directory and the token its agent holds (none
+/// for a disk-only layer whose agent boots fresh).
 #[derive(Debug, Clone)]
 pub(super) struct SnapshotSource {
     pub dir: PathBuf,
-    pub agent_token: String,
+    pub agent_token: Option<String>,
+}
+
+/// The agent token saved in a snapshot directory, if there is one.
+pub(super) fn read_token(dir: &Path) -> Option<String> {
+    let token = std::fs::read_to_string(dir.join(TOKEN_FILE)).ok()?;
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 fn valid_name(name: &str) -> bool {
@@ -139,34 +147,10 @@ impl SandboxManager {
             }
             None => format!("{}:default", ids::secret(12).to_ascii_lowercase()),
         };
-        let dir_name = ids::secret(16).to_ascii_lowercase();
-        let root = self.snapshots_dir();
-        let tmp = root.join(format!(".tmp-{dir_name}"));
-        let dir = root.join(&dir_name);
-        let prepare = |source| SnapshotError::Prepare {
-            path: tmp.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&root).map_err(prepare)?;
-        let taken = self
-            .inner
-            .runtime
-            .snapshot(sandbox_id, tmp.clone(), memory)
-            .await;
-        let taken = match taken {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(SnapshotError::Take(e));
-            }
-        };
-        let publish = write_token(&tmp, &token)
-            .and_then(|()| std::fs::rename(&tmp, &dir))
-            .and_then(|()| std::fs::File::open(&root)?.sync_all());
-        if let Err(source) = publish {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(SnapshotError::Prepare { path: dir, source });
-        }
+        let dir = self
+            .snapshots_dir()
+            .join(ids::secret(16).to_ascii_lowercase());
+        let taken = self.take_into(sandbox_id, &token, &dir, memory).await?;
         let record = SnapshotRecord {
             id: id.clone(),
             names: vec![id.clone()],
@@ -195,6 +179,69 @@ impl SandboxManager {
             snapshot_id: id,
             names: record.names,
         })
+    }
+
+    /// Takes a snapshot of a running sandbox into the new directory `dir` without recording
+    /// it (template builds keep their own records of layers and ready snapshots).
+    pub async fn snapshot_into(
+        &self,
+        sandbox_id: &str,
+        dir: &Path,
+        memory: bool,
+    ) -> Result<SnapshotTaken, SnapshotError> {
+        let token = {
+            let live = self.live();
+            let entry = live
+                .get(sandbox_id)
+                .ok_or_else(|| SnapshotError::SandboxNotFound(sandbox_id.to_owned()))?;
+            if entry.record.phase != Phase::Running {
+                return Err(SnapshotError::NotRunning(sandbox_id.to_owned()));
+            }
+            entry.record.access_token.clone()
+        };
+        self.take_into(sandbox_id, &token, dir, memory).await
+    }
+
+    /// Fills `.tmp-<name>` beside `dir`, writes the agent token, renames it to `dir` and
+    /// syncs the parent, so `dir` either does not exist or holds a whole snapshot.
+    async fn take_into(
+        &self,
+        sandbox_id: &str,
+        token: &str,
+        dir: &Path,
+        memory: bool,
+    ) -> Result<SnapshotTaken, SnapshotError> {
+        let root = dir.parent().unwrap_or(Path::new("/")).to_owned();
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = root.join(format!(".tmp-{}", name.unwrap_or_default()));
+        let prepare = |source| SnapshotError::Prepare {
+            path: tmp.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&root).map_err(prepare)?;
+        let taken = self
+            .inner
+            .runtime
+            .snapshot(sandbox_id, tmp.clone(), memory)
+            .await;
+        let taken = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(SnapshotError::Take(e));
+            }
+        };
+        let publish = write_token(&tmp, token)
+            .and_then(|()| std::fs::rename(&tmp, dir))
+            .and_then(|()| std::fs::File::open(&root)?.sync_all());
+        if let Err(source) = publish {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(SnapshotError::Prepare {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+        Ok(taken)
     }
 
     /// Snapshots, oldest first, filtered.
@@ -245,7 +292,16 @@ impl SandboxManager {
     /// After a restart: removes snapshot directories that were never published (a crash
     /// or kill during a snapshot), then unused disk layers.
     pub(super) async fn clean_snapshot_leftovers(&self) {
-        if let Ok(entries) = std::fs::read_dir(self.snapshots_dir()) {
+        let config = &self.inner.config;
+        let roots = [
+            self.snapshots_dir(),
+            config.template_layers_dir(),
+            config.template_snapshots_dir(),
+        ];
+        for root in roots {
+            let Ok(entries) = std::fs::read_dir(root) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                     let dir = entry.path();
@@ -264,6 +320,8 @@ impl SandboxManager {
                 .into_iter()
                 .map(|r| r.dir)
                 .chain(self.pause_dirs())
+                .chain(subdirs(&self.inner.config.template_layers_dir()))
+                .chain(subdirs(&self.inner.config.template_snapshots_dir()))
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list snapshots; skipping disk cleanup");
@@ -297,10 +355,9 @@ impl SandboxManager {
         let Some(record) = self.find_snapshot(template_id).await? else {
             return Ok(None);
         };
-        let agent_token = std::fs::read_to_string(record.dir.join(TOKEN_FILE)).unwrap_or_default();
         Ok(Some(SnapshotSource {
+            agent_token: read_token(&record.dir),
             dir: record.dir,
-            agent_token: agent_token.trim().to_owned(),
         }))
     }
 
@@ -338,6 +395,18 @@ impl SandboxManager {
         self.delete_snapshot(&snap.snapshot_id).await?;
         Ok(forks)
     }
+}
+
+/// The published (not `.tmp-`) directories under `root`.
+fn subdirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.path())
+        .collect()
 }
 
 fn write_token(dir: &Path, token: &str) -> std::io::Result<()> {

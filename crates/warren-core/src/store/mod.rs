@@ -10,6 +10,7 @@
 mod keys;
 mod sandboxes;
 mod snapshots;
+mod templates;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +63,19 @@ const MIGRATIONS: &[&str] = &[
         files TEXT NOT NULL DEFAULT '[]'
     );
     CREATE INDEX snapshots_by_source ON snapshots(source_sandbox);",
+    // 2: templates and their builds, each a JSON record of warren-template's registry.
+    "CREATE TABLE templates (
+        template_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        record TEXT NOT NULL
+    );
+    CREATE TABLE template_builds (
+        build_id TEXT PRIMARY KEY,
+        template_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX template_builds_by_template ON template_builds(template_id);",
 ];
 
 /// Failure to open or use the store.

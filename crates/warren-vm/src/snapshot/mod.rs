@@ -402,11 +402,14 @@ async fn disk_virtual_size(qmp_: &Qmp) -> Result<u64, SnapshotError> {
 pub async fn restore(mut cfg: VmConfig, dir: &Path) -> Result<Vm, RestoreError> {
     cfg.memory = MemoryBacking::Private(dir.join(MEM_FILE));
     cfg.incoming = true;
+    let started = Instant::now();
     let vm = Vm::launch(cfg).await.map_err(RestoreError::Launch)?;
+    let launched = started.elapsed();
     if let Err(e) = load_and_run(&vm, dir).await {
         let _ = vm.kill().await;
         return Err(e);
     }
+    tracing::debug!(?launched, total = ?started.elapsed(), "restored");
     Ok(vm)
 }
 

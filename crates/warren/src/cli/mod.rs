@@ -13,6 +13,7 @@ mod output;
 mod sandbox;
 mod shell;
 mod snapshot;
+mod template;
 
 use std::path::PathBuf;
 
@@ -31,7 +32,8 @@ use crate::serve::ServeArgs;
     version,
     propagate_version = true,
     after_help = "Exit status: 0 on success, 1 when the operation failed, 2 on a usage error; \
-                  `sandbox exec` and `sandbox shell` exit with the remote command's code."
+                  `sandbox exec` and `sandbox shell` exit with the remote command's code; `template build` \
+                  exits 1 when the build failed."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -85,6 +87,11 @@ pub enum Command {
         #[command(subcommand)]
         command: snapshot::SnapshotCommand,
     },
+    /// Templates: build from a file, list, tag, rebuild, delete.
+    Template {
+        #[command(subcommand)]
+        command: template::TemplateCommand,
+    },
     /// Files inside a sandbox.
     Files {
         #[command(subcommand)]
@@ -125,6 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Snapshot { command } => snapshot::run(command, &ctx(&cli.global, json)?)
             .await
             .map(|()| 0),
+        Command::Template { command } => template::run(command, &ctx(&cli.global, json)?).await,
         Command::Files { command } => files::run(command, &ctx(&cli.global, json)?)
             .await
             .map(|()| 0),
