@@ -10,10 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{KillOnDrop, rt, server};
 use warren_client::{Sandbox, SnapshotQuery};
 
-/// Starts a Python process that counts in memory and writes each value out.
+/// Starts a Python process that counts in memory and writes each value out. Each value is
+/// written to a temporary file and renamed over `/tmp/count`, so a reader (or a snapshot
+/// taken at any instant) never sees a truncated, empty file.
 async fn start_counter(sb: &Sandbox) {
-    let script = "import time\nn = 0\nwhile True:\n    n += 1\n    \
-                  open('/tmp/count', 'w').write(str(n))\n    time.sleep(0.05)\n";
+    let script = "import os, time\nn = 0\nwhile True:\n    n += 1\n    \
+                  open('/tmp/count.new', 'w').write(str(n))\n    \
+                  os.replace('/tmp/count.new', '/tmp/count')\n    time.sleep(0.05)\n";
     sb.files().write("/tmp/counter.py", script).await.unwrap();
     sb.commands()
         .run("nohup python3 /tmp/counter.py >/dev/null 2>&1 &")
