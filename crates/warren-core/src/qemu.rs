@@ -179,7 +179,10 @@ impl QemuRuntime {
             }
         };
         match Vm::attach(&spec.run_dir).await {
-            Ok(vm) => Ok(Some(self.adopt(&spec.sandbox_id, vm, cfg))),
+            Ok(vm) => {
+                let cfg = settle_adopted(&spec.sandbox_id, &vm, cfg).await;
+                Ok(Some(self.adopt(&spec.sandbox_id, vm, cfg)))
+            }
             Err(warren_vm::AttachError::NotRunning { .. }) => Ok(None),
             Err(e) => {
                 tracing::warn!(sandbox_id = %spec.sandbox_id, error = %e,
@@ -348,6 +351,26 @@ impl QemuRuntime {
             }
         }
     }
+}
+
+/// Undoes what a server crash in the middle of a snapshot left in an adopted VM (a migration
+/// in flight, a stopped guest) and points the configuration at the disk QEMU really writes
+/// to: the crash may have come between the disk switch and saving the new overlay's name.
+async fn settle_adopted(sandbox_id: &str, vm: &Vm, mut cfg: VmConfig) -> VmConfig {
+    match snapshot::recover::settle(vm).await {
+        Ok(Some(top)) if top != cfg.root_disk => {
+            tracing::info!(sandbox_id, disk = %top.display(),
+                "the VM writes to a newer overlay than recorded; following it");
+            cfg.root_disk = top;
+            if let Err(e) = save_config(&cfg) {
+                tracing::warn!(sandbox_id, error = %e, "cannot save the VM configuration");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(sandbox_id, error = %e,
+            "cannot settle an adopted VM after an interrupted snapshot"),
+    }
+    cfg
 }
 
 /// Bytes allocated on disk by a file or, recursively, a directory.

@@ -306,6 +306,10 @@ impl SandboxManager {
                 if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                     let dir = entry.path();
                     tracing::info!(dir = %dir.display(), "removing an unfinished snapshot");
+                    // Its recorder QEMU (RAM file in this directory) has no owner any more.
+                    for pid in warren_vm::snapshot::recover::kill_qemus_under(&dir) {
+                        tracing::info!(pid, "killed the recorder of an unfinished snapshot");
+                    }
                     let _ = std::fs::remove_dir_all(&dir);
                 }
             }

@@ -34,6 +34,7 @@
 //! and telling the guest agent that it was restored (new token, clock, entropy).
 
 pub mod manifest;
+pub mod recover;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -206,7 +207,7 @@ pub async fn take(
     let recorder = Vm::launch(rec_cfg)
         .await
         .map_err(SnapshotError::LaunchRecorder)?;
-    let mut result = record(source, source_cfg, &recorder, disk, dir, &recorder_run).await;
+    let mut result = record(source, source_cfg, &recorder, disk, dir).await;
     // The recorder is disposable whatever happened; its log explains a failed receive.
     let _ = recorder.kill().await;
     if let Err(SnapshotError::Migration { status, .. }) = &mut result {
@@ -243,12 +244,13 @@ async fn record(
     recorder: &Vm,
     disk: &DiskSwitch,
     dir: &Path,
-    recorder_run: &Path,
 ) -> Result<Duration, SnapshotError> {
     let sq = source.qmp();
     let rq = recorder.qmp();
-    let socket = recorder_run.join("migrate.sock");
-    let uri = format!("unix:{}", socket.display());
+    // Not in the run dir: a Unix socket path holds at most 107 bytes, which a deep data dir
+    // exceeds. The name is random and the socket is removed once the migration is over.
+    let socket = MigrationSocket::new();
+    let uri = format!("unix:{}", socket.0.display());
     qmp(
         rq,
         "recorder: listen",
@@ -457,6 +459,22 @@ async fn load_and_run(vm: &Vm, dir: &Path) -> Result<(), RestoreError> {
             }
             Err(e) => return Err(map("resume")(e)),
         }
+    }
+}
+
+/// A short, random Unix socket path for one migration, removed on drop.
+struct MigrationSocket(PathBuf);
+
+impl MigrationSocket {
+    fn new() -> Self {
+        let name = format!("warren-mig-{:016x}.sock", rand::random::<u64>());
+        MigrationSocket(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for MigrationSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
