@@ -98,7 +98,7 @@ impl Config {
         self.templates_dir().join("layers")
     }
 
-    /// `<data_dir>/templates/snapshots/<build id>`: ready snapshots of template builds.
+    /// `<data_dir>/templates/snapshots/<random>`: ready snapshots of template builds.
     pub fn template_snapshots_dir(&self) -> PathBuf {
         self.templates_dir().join("snapshots")
     }

@@ -9,7 +9,7 @@
 //!   by `tar` in the guest (modes and symlinks survive, ownership is set to the step's user);
 //! - commit_layer: `sync` in the guest, then a disk-only snapshot into
 //!   `<data>/templates/layers/<key>` (the VM continues on a fresh overlay above it);
-//! - snapshot: a live snapshot into `<data>/templates/snapshots/<build id>`, then the VM ends.
+//! - snapshot: a live snapshot into `<data>/templates/snapshots/<random>`, then the VM ends.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,7 +101,9 @@ impl BuildBackend for VmBuildBackend {
                     .manager
                     .config()
                     .template_snapshots_dir()
-                    .join(&spec.build_id),
+                    // Short: the recorder's QMP socket lives below it, and a Unix socket
+                    // path may not exceed 107 bytes.
+                    .join(crate::ids::secret(12).to_ascii_lowercase()),
                 layers_dir: self.manager.config().template_layers_dir(),
                 background: Vec::new(),
                 ended: false,
