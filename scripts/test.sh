@@ -31,6 +31,7 @@ cargo test --workspace --no-fail-fast -- --test-threads=2
 
 step "running the e2b SDK compatibility suites"
 scripts/compat-setup.sh
-scripts/with-server.sh scripts/run-compat.sh
+# Snapshot files included (fork, pause/resume, create/list/delete through the SDKs).
+WARREN_COMPAT_SNAPSHOTS=1 scripts/with-server.sh scripts/run-compat.sh
 
 step "all tests passed"
