@@ -9,13 +9,17 @@
 //! Logs are kept in memory only: after a server restart the records remain, with their
 //! status and failure reason, but the log lines of earlier builds are gone. A build that was
 //! running when the server stopped is marked as failed on the next start.
+//!
+//! Known shortcoming: cached layers (`<data>/templates/layers/<key>`) are never deleted, even
+//! when no build refers to them any more (`registry::layers_in_use` says which ones are
+//! needed, but nothing prunes the rest yet), so disk use grows with every changed step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use warren_template::builder::{self, BuildOptions};
-use warren_template::e2b::{self, TemplateBuildInfo, TemplateBuildStartV2};
+use warren_template::e2b::{self, TemplateBuildInfo};
 use warren_template::layers::{self, BuildContext};
 use warren_template::logs::BuildLog;
 use warren_template::model::{BASE_IMAGE_NAME, Base, TemplateDef};
@@ -64,20 +68,20 @@ impl TemplateError {
     }
 }
 
-struct Inner {
+pub(super) struct Inner {
     manager: SandboxManager,
     backend: VmBuildBackend,
     opts: BuildOptions,
     /// Build id → its log, for builds run by this server process.
-    logs: Mutex<HashMap<String, BuildLog>>,
+    pub(super) logs: Mutex<HashMap<String, BuildLog>>,
     /// Serializes read-modify-write of template and build records.
-    records: tokio::sync::Mutex<()>,
+    pub(super) records: tokio::sync::Mutex<()>,
 }
 
 /// Handle to the template commands; cheap to clone.
 #[derive(Clone)]
 pub struct TemplateService {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for TemplateService {
@@ -101,15 +105,17 @@ impl TemplateService {
         }
     }
 
-    fn store(&self) -> &Store {
+    pub(super) fn store(&self) -> &Store {
         self.inner.manager.store()
     }
 
-    fn uploads_dir(&self) -> PathBuf {
+    pub(super) fn uploads_dir(&self) -> PathBuf {
         self.inner.manager.config().templates_dir().join("uploads")
     }
 
-    async fn records(&self) -> Result<(Vec<TemplateRecord>, Vec<BuildRecord>), StoreError> {
+    pub(super) async fn records(
+        &self,
+    ) -> Result<(Vec<TemplateRecord>, Vec<BuildRecord>), StoreError> {
         self.store()
             .call(|s| Ok((s.list_templates()?, s.list_builds()?)))
             .await
@@ -224,108 +230,6 @@ impl TemplateService {
         };
         self.spawn_build(build.clone(), context);
         Ok((template, build))
-    }
-
-    /// E2B step 1 (`POST /v3/templates`): the template (created if new) and a waiting build
-    /// whose steps come with [`TemplateService::start_e2b`].
-    pub async fn request_e2b(
-        &self,
-        name: &str,
-        tags: Vec<String>,
-        resources: warren_template::model::Resources,
-    ) -> Result<(TemplateRecord, BuildRecord), TemplateError> {
-        let _guard = self.inner.records.lock().await;
-        let (templates, _) = self.records().await?;
-        let now = chrono::Utc::now();
-        let def = TemplateDef {
-            name: name.to_owned(),
-            tags,
-            base: Base::Image,
-            steps: Vec::new(),
-            start: None,
-            resources,
-            step_timeout: None,
-            default_user: Some(e2b::E2B_DEFAULT_USER.to_owned()),
-        };
-        let template = match registry::find(&templates, name) {
-            Some(t) if t.def.name == name => t.clone(),
-            _ => {
-                let t = registry::create(&templates, &template_id(), def.clone(), now)?;
-                let stored = t.clone();
-                self.store().call(move |s| s.put_template(&stored)).await?;
-                t
-            }
-        };
-        let build = registry::start_build(&template, def, &build_id(), &Force::default(), now);
-        let b = build.clone();
-        self.store().call(move |s| s.put_build(&b)).await?;
-        Ok((template, build))
-    }
-
-    /// E2B step 3 (`POST /v2/templates/{id}/builds/{buildID}`): maps the steps and starts
-    /// the waiting build.
-    pub async fn start_e2b(
-        &self,
-        template_id: &str,
-        build_id: &str,
-        body: &TemplateBuildStartV2,
-    ) -> Result<(), TemplateError> {
-        let build = {
-            let _guard = self.inner.records.lock().await;
-            let mut build = self.build_of(template_id, build_id).await?;
-            if build.status != BuildStatus::Waiting || self.log_of(build_id).is_some() {
-                return Err(TemplateError::AlreadyStarted(build_id.to_owned()));
-            }
-            let mapped =
-                e2b::map_build(&build.def.name, &build.def.tags, build.def.resources, body);
-            let (def, force) = match mapped {
-                Ok(m) => m,
-                Err(e) => {
-                    // The build can never start: record why instead of leaving it waiting.
-                    let message = registry::error_chain(&e);
-                    build.status = BuildStatus::Error;
-                    build.finished_at = Some(chrono::Utc::now());
-                    build.failure = Some(BuildFailure {
-                        message: message.clone(),
-                        step: None,
-                        exit_code: None,
-                        output: None,
-                    });
-                    let b = build.clone();
-                    self.store().call(move |s| s.put_build(&b)).await?;
-                    return Err(TemplateError::Invalid(message));
-                }
-            };
-            build.def = def;
-            build.force_all = force.all;
-            build.force_steps = force.steps;
-            let b = build.clone();
-            self.store().call(move |s| s.put_build(&b)).await?;
-            build
-        };
-        let context = BuildContext {
-            dir: None,
-            uploads: Some(self.uploads_dir()),
-        };
-        self.spawn_build(build, context);
-        Ok(())
-    }
-
-    /// Whether the upload `hash` (E2B's `filesHash`) is already stored.
-    pub fn upload_present(&self, hash: &str) -> Result<bool, TemplateError> {
-        check_hash(hash)?;
-        Ok(self.uploads_dir().join(hash).is_dir())
-    }
-
-    /// Stores an upload: a tar or gzip-compressed tar, unpacked under `uploads/<hash>`.
-    pub async fn store_upload(&self, hash: &str, body: Vec<u8>) -> Result<(), TemplateError> {
-        check_hash(hash)?;
-        let root = self.uploads_dir();
-        let hash = hash.to_owned();
-        tokio::task::spawn_blocking(move || super::uploads::unpack(&root, &hash, &body))
-            .await
-            .map_err(|e| TemplateError::Upload(std::io::Error::other(e)))?
-            .map_err(TemplateError::Upload)
     }
 
     /// A build's state and the log entries after `offset`.
@@ -479,7 +383,7 @@ impl TemplateService {
         Ok(true)
     }
 
-    async fn build_of(
+    pub(super) async fn build_of(
         &self,
         template_id: &str,
         build_id: &str,
@@ -499,7 +403,7 @@ impl TemplateService {
         Ok(build)
     }
 
-    fn spawn_build(&self, build: BuildRecord, context: BuildContext) {
+    pub(super) fn spawn_build(&self, build: BuildRecord, context: BuildContext) {
         let service = self.clone();
         tokio::spawn(async move { service.run_build(build, context).await });
     }
@@ -564,19 +468,10 @@ impl Inner {
     }
 }
 
-fn check_hash(hash: &str) -> Result<(), TemplateError> {
-    if hash.is_empty() || hash.len() > 128 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(TemplateError::Invalid(format!(
-            "files hash {hash:?} is not a hex digest"
-        )));
-    }
-    Ok(())
-}
-
-fn template_id() -> String {
+pub(super) fn template_id() -> String {
     ids::secret(20).to_ascii_lowercase()
 }
 
-fn build_id() -> String {
+pub(super) fn build_id() -> String {
     ids::secret(24).to_ascii_lowercase()
 }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  recorder QEMU (-S, -incoming, RAM = D/mem shared)      source S (running)
-//!       migrate-incoming unix:D/mig.sock   ◀── pre-copy ──  migrate (guest keeps running)
+//!       migrate-incoming unix:/tmp/…sock   ◀── pre-copy ──  migrate (guest keeps running)
 //!                                                           … last pass: S stops (freeze)
 //!                                                           state pre-switchover:
 //!                                                             disk: blockdev-snapshot onto a

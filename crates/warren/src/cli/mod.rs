@@ -32,8 +32,8 @@ use crate::serve::ServeArgs;
     version,
     propagate_version = true,
     after_help = "Exit status: 0 on success, 1 when the operation failed, 2 on a usage error; \
-                  `sandbox exec` and `sandbox shell` exit with the remote command's code; `template build` \
-                  exits 1 when the build failed."
+                  `sandbox exec` and `sandbox shell` exit with the remote command's code; \
+                  `template build` exits 1 when the build failed."
 )]
 pub struct Cli {
     #[command(flatten)]
