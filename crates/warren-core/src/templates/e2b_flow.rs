@@ -8,7 +8,7 @@ use warren_template::e2b::{self, TemplateBuildStartV2};
 use warren_template::layers::BuildContext;
 use warren_template::model::{Base, TemplateDef};
 use warren_template::plan::Force;
-use warren_template::registry::{self, BuildFailure, BuildRecord, BuildStatus, TemplateRecord};
+use warren_template::registry::{self, BuildRecord, BuildStatus, TemplateRecord};
 
 use super::service::{TemplateError, TemplateService, build_id, template_id};
 
@@ -63,26 +63,11 @@ impl TemplateService {
             if build.status != BuildStatus::Waiting || self.log_of(build_id).is_some() {
                 return Err(TemplateError::AlreadyStarted(build_id.to_owned()));
             }
-            let mapped =
-                e2b::map_build(&build.def.name, &build.def.tags, build.def.resources, body);
-            let (def, force) = match mapped {
-                Ok(m) => m,
-                Err(e) => {
-                    // The build can never start: record why instead of leaving it waiting.
-                    let message = registry::error_chain(&e);
-                    build.status = BuildStatus::Error;
-                    build.finished_at = Some(chrono::Utc::now());
-                    build.failure = Some(BuildFailure {
-                        message: message.clone(),
-                        step: None,
-                        exit_code: None,
-                        output: None,
-                    });
-                    let b = build.clone();
-                    self.store().call(move |s| s.put_build(&b)).await?;
-                    return Err(TemplateError::Invalid(message));
-                }
-            };
+            // A refused body leaves the build waiting, so the client may send a corrected one
+            // (bodies that are not even JSON are refused before reaching here, likewise).
+            let (def, force) =
+                e2b::map_build(&build.def.name, &build.def.tags, build.def.resources, body)
+                    .map_err(|e| TemplateError::Invalid(registry::error_chain(&e)))?;
             build.def = def;
             build.force_all = force.all;
             build.force_steps = force.steps;
