@@ -148,6 +148,7 @@ pub fn ensure_base_image(
     image_inputs.insert("rootfs".into(), rootfs_key.clone());
     image_inputs.insert("agent-sha256".into(), agent_hash);
     image_inputs.insert("warren-init".into(), rootfs::WARREN_INIT.into());
+    image_inputs.insert("pip-conf".into(), rootfs::PIP_CONF.into());
     let cas = rootfs::extra_cas(opts.extra_ca_dir.as_deref())
         .map_err(|source| ImageBuildError::ReadCas { source })?;
     if !cas.is_empty() {
@@ -372,6 +373,8 @@ fn build_image(
         &staging.join("usr/sbin/warren-init"),
         rootfs::WARREN_INIT.as_bytes(),
     )?;
+    let pip_conf = staging.join("etc/pip.conf");
+    std::fs::write(&pip_conf, rootfs::PIP_CONF).map_err(write_err(&pip_conf))?;
     let cas = rootfs::extra_cas(opts.extra_ca_dir.as_deref())
         .map_err(|source| ImageBuildError::ReadCas { source })?;
     rootfs::install_cas(&staging, &cas).map_err(|source| ImageBuildError::InstallCas { source })?;

@@ -36,6 +36,8 @@ pub(crate) const PACKAGES: &[&str] = &[
 pub(crate) const CONFIGURE_SCRIPT: &str = include_str!("assets/configure-rootfs.sh");
 /// The guest's `/sbin/warren-init`.
 pub(crate) const WARREN_INIT: &str = include_str!("assets/warren-init.sh");
+/// `/etc/pip.conf` of the guest: lets `pip install` write to the system Python.
+pub(crate) const PIP_CONF: &str = include_str!("assets/pip.conf");
 /// slirp's built-in DNS forwarder.
 const RESOLV_CONF: &str = "nameserver 10.0.2.3\n";
 
