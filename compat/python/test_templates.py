@@ -24,6 +24,9 @@ def test_build_copy_env_run_start_and_create(tmp_path):
         .from_base_image()
         .copy("index.html", "/home/user/site/")
         .set_envs({"GREETING": "hi-from-env"})
+        # The SDK sends a plain `pip install six` as root: bookworm's PEP 668 marker must not
+        # refuse it (the image's /etc/pip.conf allows it).
+        .pip_install("six")
         .run_cmd("echo built > /home/user/site/built.txt")
         .set_workdir("/home/user/site")
         .set_start_cmd("python3 -m http.server 8000", wait_for_port(8000))
@@ -45,6 +48,8 @@ def test_build_copy_env_run_start_and_create(tmp_path):
         assert built.stdout.strip() == "built"
         env = sbx.commands.run("echo $GREETING")
         assert env.stdout.strip() == "hi-from-env"
+        six = sbx.commands.run("python3 -c 'import six; print(six.__name__)'")
+        assert six.stdout.strip() == "six"
     finally:
         sbx.kill()
 

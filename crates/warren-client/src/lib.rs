@@ -46,7 +46,9 @@ pub use models::{
     SandboxQuery, SandboxState, SnapshotInfo, SnapshotQuery, StringMap,
 };
 pub use sandbox::{ENVD_PORT, Sandbox};
-pub use templates::{ARCHIVE_TEMPLATE_FILE, PackError, copy_sources, pack_template};
+pub use templates::{
+    ARCHIVE_TEMPLATE_FILE, PackError, copy_sources, pack_definition, pack_template,
+};
 /// Template wire types.
 pub use warren_proto::api::{TemplateBuildStarted, TemplateBuildSummary, TemplateInfo};
 /// Connect error codes, as carried by [`ClientError::Rpc`].

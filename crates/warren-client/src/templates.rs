@@ -17,7 +17,7 @@ use warren_template::e2b::{
     TemplateTag,
 };
 use warren_template::file::TemplateFileError;
-use warren_template::model::Step;
+use warren_template::model::{Step, TemplateDef};
 
 use crate::client::{Client, not_found_as_false, send_checked, to_json};
 use crate::error::ClientError;
@@ -61,6 +61,9 @@ pub enum PackError {
     /// Writing the archive failed.
     #[error("cannot pack the build context")]
     Archive(#[source] std::io::Error),
+    /// A definition made in code uses what template files cannot express.
+    #[error("cannot write the definition as a template file")]
+    Write(#[source] warren_template::file::WriteError),
 }
 
 /// The folder-relative, normalized paths of a template's `copy` sources (an empty path is
@@ -114,22 +117,47 @@ pub fn pack_template(path: &Path) -> Result<Vec<u8>, PackError> {
     let dir = ctx.dir.unwrap_or_else(|| PathBuf::from("."));
     let sources = copy_sources(&def.steps);
     check_clash(path, &dir, &sources)?;
+    pack(&text, std::fs::metadata(path).ok(), &dir, &sources)
+}
 
+/// Packs a definition made in code, written as a template file (`file::to_toml`), with its
+/// `copy` sources taken from `context_dir`.
+pub fn pack_definition(def: &TemplateDef, context_dir: &Path) -> Result<Vec<u8>, PackError> {
+    let text = warren_template::file::to_toml(def).map_err(PackError::Write)?;
+    let sources = copy_sources(&def.steps);
+    if sources
+        .iter()
+        .any(|s| s.as_os_str().is_empty() || s == Path::new(ARCHIVE_TEMPLATE_FILE))
+        && context_dir.join(ARCHIVE_TEMPLATE_FILE).exists()
+    {
+        return Err(PackError::TemplateFileClash(
+            context_dir.join(ARCHIVE_TEMPLATE_FILE),
+        ));
+    }
+    pack(text.as_bytes(), None, context_dir, &sources)
+}
+
+fn pack(
+    text: &[u8],
+    file_meta: Option<std::fs::Metadata>,
+    dir: &Path,
+    sources: &[PathBuf],
+) -> Result<Vec<u8>, PackError> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     // Modification times travel with the files (as with a local copy); owners do not
     // matter, the server does not restore them.
     tar.follow_symlinks(false);
     let mut header = tar::Header::new_gnu();
-    if let Ok(meta) = std::fs::metadata(path) {
-        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    if let Some(meta) = &file_meta {
+        header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
     }
     header.set_size(text.len() as u64);
     header.set_mode(0o644);
     header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, ARCHIVE_TEMPLATE_FILE, text.as_slice())
+    tar.append_data(&mut header, ARCHIVE_TEMPLATE_FILE, text)
         .map_err(PackError::Archive)?;
-    for rel in &sources {
+    for rel in sources {
         let full = dir.join(rel);
         let source_error = |source| PackError::Source {
             src: rel.display().to_string(),
@@ -328,6 +356,35 @@ mod tests {
         let path = dir.join(rel);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, content).expect("write");
+    }
+
+    #[test]
+    fn a_definition_made_in_code_packs_as_its_file() {
+        use warren_template::model::{Base, CopyStep, Resources};
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "app/main.py", "print(1)");
+        write(dir.path(), "unrelated.txt", "x");
+        let def = TemplateDef {
+            name: "from-code".into(),
+            tags: Vec::new(),
+            base: Base::Image,
+            steps: vec![Step::Copy(CopyStep {
+                src: "app".into(),
+                dest: "/srv/app".into(),
+                user: None,
+                mode: None,
+                files_hash: None,
+            })],
+            start: None,
+            resources: Resources::default(),
+            step_timeout: None,
+            default_user: None,
+        };
+        let files = unpack(&pack_definition(&def, dir.path()).expect("pack"));
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(names, ["app/main.py", ARCHIVE_TEMPLATE_FILE]);
+        let text = String::from_utf8(files[ARCHIVE_TEMPLATE_FILE].clone()).expect("utf-8");
+        assert_eq!(warren_template::file::parse(&text).expect("parse"), def);
     }
 
     #[test]

@@ -448,5 +448,8 @@ impl Validator<'_> {
     }
 }
 
+mod write;
+pub use write::{WriteError, to_toml};
+
 #[cfg(test)]
 mod tests;

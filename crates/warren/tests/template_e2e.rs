@@ -228,3 +228,73 @@ fn an_invalid_file_names_the_line() {
     let all = text(&out);
     assert!(all.contains("line 4"), "{all}");
 }
+
+#[test]
+fn a_template_defined_in_rust_builds_and_starts() {
+    use warren_template::model::{Base, CopyStep, Resources, Step, TemplateDef};
+    rt().block_on(async {
+        let client = server().client();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("greeting.txt"), "from the context\n").expect("write");
+        let def = TemplateDef {
+            name: format!("e2e-rust-{}", std::process::id()),
+            tags: vec!["v1".into()],
+            base: Base::Image,
+            steps: vec![
+                Step::Env {
+                    vars: vec![("GREETING".into(), "hello".into())],
+                },
+                Step::Copy(CopyStep {
+                    src: "greeting.txt".into(),
+                    dest: "/home/user/".into(),
+                    user: Some("user".into()),
+                    mode: None,
+                    files_hash: None,
+                }),
+                Step::Run {
+                    cmd: "cp /home/user/greeting.txt /home/user/copy.txt".into(),
+                    user: Some("user".into()),
+                    timeout: None,
+                },
+            ],
+            start: None,
+            resources: Resources::default(),
+            step_timeout: None,
+            default_user: None,
+        };
+        let archive = warren_client::pack_definition(&def, dir.path()).expect("pack");
+        let started = client
+            .submit_template_archive(archive, false)
+            .await
+            .expect("submit");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            let info = client
+                .template_build_status(&started.template_id, &started.build_id, 0)
+                .await
+                .expect("status");
+            let status = serde_json::to_value(info.status).expect("status json");
+            if status != "waiting" && status != "building" {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the build did not end");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(status, "ready");
+        // The tag given in the definition names this build too.
+        let sb = client
+            .create_sandbox(&NewSandbox {
+                template_id: format!("{}:v1", def.name),
+                timeout: Some(120),
+                ..Default::default()
+            })
+            .await
+            .expect("create from name:tag");
+        let _guard = KillOnDrop(Some(sb.clone()));
+        let out = sb
+            .commands()
+            .run("cat /home/user/copy.txt; echo $GREETING")
+            .await;
+        assert_eq!(out.expect("run").stdout, "from the context\nhello\n");
+    });
+}

@@ -208,3 +208,28 @@ fn shipped_examples_are_valid() {
         }
     }
 }
+
+#[test]
+fn written_files_read_back_as_the_same_definition() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/templates");
+    let mut files = vec![root.join("python-web/template.toml")];
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    let mut defs: Vec<TemplateDef> = files.iter().map(|p| load(p).unwrap().0).collect();
+    defs.push(parse(FULL).unwrap());
+    for def in defs {
+        let text = to_toml(&def).unwrap();
+        assert_eq!(parse(&text).unwrap(), def, "{text}");
+    }
+}
+
+#[test]
+fn what_files_cannot_say_is_refused() {
+    let mut def = parse(FULL).unwrap();
+    def.default_user = Some("user".into());
+    assert!(matches!(to_toml(&def), Err(WriteError::Unsupported(_))));
+}
