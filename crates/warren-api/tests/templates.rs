@@ -502,6 +502,27 @@ async fn ready_builds_can_be_tagged_listed_and_deleted() {
     assert_eq!(resp.expect("send").status(), 202);
     let end = wait_for_end(&s, did, dbuild).await;
     assert_eq!(end["status"], "ready", "{end}");
+
+    // Rebuilding `plain` on `derived` would close a cycle of bases: refused, and `plain`
+    // keeps its last good build.
+    let resp = s
+        .post("/v3/templates")
+        .json(&json!({"name": "plain"}))
+        .send()
+        .await;
+    let cyclic = json_of(resp.expect("send"), 202).await;
+    let cbuild = cyclic["buildID"].as_str().expect("build").to_owned();
+    let start = format!("/v2/templates/{id}/builds/{cbuild}");
+    let body = json!({"fromTemplate": "derived"});
+    let resp = s.post(&start).json(&body).send().await.expect("send");
+    assert_eq!(resp.status(), 202);
+    let end = wait_for_end(&s, &id, &cbuild).await;
+    assert_eq!(end["status"], "error", "{end}");
+    let reason = end["reason"]["message"].as_str().unwrap_or_default();
+    assert!(reason.contains("cycle"), "{end}");
+    let one = json_of(s.get("/templates/plain").send().await.expect("send"), 200).await;
+    assert_eq!(one["buildID"], second.as_str(), "{one}");
+
     let resp = s.delete("/templates/plain").send().await.expect("send");
     assert_error(resp, 409).await;
     let resp = s
