@@ -180,14 +180,25 @@ impl Node {
             .collect()
     }
 
-    /// Bytes the RAM image of the unfinished sandbox snapshot has received so far.
+    /// Bytes the RAM image of the unfinished sandbox snapshot has received so far: the
+    /// shared memory its recorder QEMU has touched (the image is staged in tmpfs), or the
+    /// image file itself when the recorder writes to disk directly.
     fn recorded_bytes(&self) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
-        self.tmp_dirs()
+        let own = format!("{}/.tmp-", self.snapshots_dir().display());
+        let in_memory: u64 = self
+            .recorders()
+            .iter()
+            .filter(|(_, cmd)| cmd.contains(&own))
+            .map(|(pid, _)| rss_shmem_bytes(*pid))
+            .sum();
+        let on_disk: u64 = self
+            .tmp_dirs()
             .iter()
             .filter_map(|d| std::fs::metadata(self.snapshots_dir().join(d).join("mem")).ok())
             .map(|m| m.blocks() * 512)
-            .sum()
+            .sum();
+        in_memory + on_disk
     }
 
     /// The pid of a sandbox's QEMU, from the pid file in its run dir.
@@ -287,6 +298,16 @@ async fn start_and_check(client: &Client, snapshot: &str, marker: Option<(&str, 
         assert_eq!(run(&clone, &format!("cat {path}")).await, content);
     }
     assert!(client.kill_sandbox(clone.id()).await.unwrap());
+}
+
+/// `RssShmem` of a process: the shared memory pages it has touched.
+fn rss_shmem_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib << 10)
 }
 
 /// Fires a snapshot of `sb` and returns the request's task once the snapshot's recorder QEMU

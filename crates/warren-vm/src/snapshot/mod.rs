@@ -35,12 +35,14 @@
 
 pub mod manifest;
 pub mod recover;
+mod staging;
 mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use crate::config::{MemoryBacking, VmConfig};
 use crate::error::LaunchError;
@@ -63,6 +65,8 @@ const MAX_BANDWIDTH: u64 = 64 << 30;
 const DOWNTIME_LIMIT_MS: u64 = 10;
 /// How long any one migration may take before it is abandoned.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for a `MIGRATION` event before asking QEMU anyway.
+const EVENT_POLL_FALLBACK: Duration = Duration::from_millis(50);
 
 /// Why a snapshot could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -197,17 +201,23 @@ pub async fn take(
         .await
         .map_err(SnapshotError::CreateOverlay)?;
 
+    let mut staging = staging::Staging::new(&mem_path, source_cfg.memory_mib << 20);
     let mut rec_cfg = source_cfg.clone();
     rec_cfg.id = format!("{}-recorder", source_cfg.id);
     rec_cfg.run_dir = recorder_run.clone();
     rec_cfg.root_disk = recorder_disk.clone();
     rec_cfg.agent_host_port = 0;
-    rec_cfg.memory = MemoryBacking::Shared(mem_path.clone());
+    rec_cfg.memory = MemoryBacking::Shared(staging.qemu_path().to_owned());
     rec_cfg.incoming = true;
     let recorder = Vm::launch(rec_cfg)
         .await
         .map_err(SnapshotError::LaunchRecorder)?;
-    let mut result = record(source, source_cfg, &recorder, disk, dir).await;
+    // QEMU has mapped its RAM file by now (memory backends exist before QMP answers).
+    staging.unlink();
+    let launched = started.elapsed();
+    let image = staging.image_path();
+    let mut result = record(source, source_cfg, &recorder, disk, dir, &image).await;
+    let recorded = started.elapsed();
     // The recorder is disposable whatever happened; its log explains a failed receive.
     let _ = recorder.kill().await;
     if let Err(SnapshotError::Migration { status, .. }) = &mut result {
@@ -220,13 +230,31 @@ pub async fn take(
     let _ = std::fs::remove_dir_all(&recorder_run);
     let _ = std::fs::remove_file(&recorder_disk);
     let frozen_for = result?;
+    let persist = {
+        let mem_path = mem_path.clone();
+        tokio::task::spawn_blocking(move || staging.persist(&mem_path))
+            .await
+            .map_err(|e| SnapshotError::Files(std::io::Error::other(e)))?
+    };
+    let staged_digest = persist.map_err(SnapshotError::Files)?;
+    let persisted = started.elapsed();
 
     let sync = |name: &str| -> std::io::Result<FileRef> {
         std::fs::File::open(dir.join(name))?.sync_all()?;
         manifest::file_ref(dir, name)
     };
-    let memory = sync(MEM_FILE).map_err(SnapshotError::Files)?;
+    let memory = match staged_digest {
+        // Written and synced by `persist`, which hashed it on the way.
+        Some((size, sha256)) => FileRef {
+            path: MEM_FILE.to_owned(),
+            size,
+            sha256,
+        },
+        None => sync(MEM_FILE).map_err(SnapshotError::Files)?,
+    };
     let devstate = sync(DEVSTATE_FILE).map_err(SnapshotError::Files)?;
+    tracing::debug!(vm = %source.id(), ?launched, ?recorded, ?persisted, ?frozen_for,
+        total = ?started.elapsed(), "snapshot taken");
     Ok(SnapshotOutcome {
         frozen_disk: disk.current.clone(),
         frozen_for,
@@ -244,6 +272,7 @@ async fn record(
     recorder: &Vm,
     disk: &DiskSwitch,
     dir: &Path,
+    image: &Path,
 ) -> Result<Duration, SnapshotError> {
     let sq = source.qmp();
     let rq = recorder.qmp();
@@ -251,6 +280,7 @@ async fn record(
     // exceeds. The name is random and the socket is removed once the migration is over.
     let socket = MigrationSocket::new();
     let uri = format!("unix:{}", socket.0.display());
+    set_capabilities(rq, "recorder: capabilities", &[("events", true)]).await?;
     qmp(
         rq,
         "recorder: listen",
@@ -263,6 +293,7 @@ async fn record(
     let caps = [
         ("pause-before-switchover", true),
         ("x-ignore-shared", false),
+        ("events", true),
     ];
     set_capabilities(sq, "source: capabilities", &caps).await?;
     let params = json!({ "max-bandwidth": MAX_BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS });
@@ -286,7 +317,7 @@ async fn record(
     // Still stopped: make the image exact (see `verify`) before the guest runs again.
     let patched = match continued {
         Ok(()) => match wait_migration(rq, "recorder: receive", &["completed"]).await {
-            Ok(()) => patch(source, source_cfg, dir).await,
+            Ok(()) => patch(source, source_cfg, image).await,
             Err(e) => Err(e),
         },
         Err(e) => {
@@ -308,7 +339,12 @@ async fn record(
         );
     }
 
-    set_capabilities(rq, "recorder: capabilities", &[("x-ignore-shared", true)]).await?;
+    set_capabilities(
+        rq,
+        "recorder: capabilities",
+        &[("x-ignore-shared", true), ("events", true)],
+    )
+    .await?;
     let out = shell_quote(&dir.join(DEVSTATE_FILE));
     let args = json!({ "uri": format!("exec:cat > {out}") });
     qmp(rq, "recorder: save devices", "migrate", args).await?;
@@ -317,14 +353,18 @@ async fn record(
 }
 
 /// Runs [`verify::patch_image`] for `source` against the snapshot's RAM image.
-async fn patch(source: &Vm, cfg: &VmConfig, dir: &Path) -> Result<verify::Verified, SnapshotError> {
+async fn patch(
+    source: &Vm,
+    cfg: &VmConfig,
+    image: &Path,
+) -> Result<verify::Verified, SnapshotError> {
     let pid = source.pid();
     let bytes = cfg.memory_mib << 20;
     let hint = match &cfg.memory {
         MemoryBacking::Private(path) | MemoryBacking::Shared(path) => Some(path.clone()),
         MemoryBacking::Fresh => None,
     };
-    let image = dir.join(MEM_FILE);
+    let image = image.to_owned();
     tokio::task::spawn_blocking(move || verify::patch_image(pid, bytes, hint.as_deref(), &image))
         .await
         .map_err(|e| SnapshotError::Files(std::io::Error::other(e)))?
@@ -501,10 +541,13 @@ async fn resume(q: &Qmp) -> Result<(), SnapshotError> {
 /// Polls `query-migrate` until the status is one of `want`.
 async fn wait_migration(q: &Qmp, step: &'static str, want: &[&str]) -> Result<(), SnapshotError> {
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    // Subscribed before the first query, so no status change can fall between the two.
+    let mut events = q.subscribe();
     loop {
         let st = qmp(q, step, "query-migrate", Value::Null).await?;
         let status = st.get("status").and_then(Value::as_str).unwrap_or("none");
         if want.contains(&status) {
+            tracing::trace!(step, migration = %st, "migration reached the awaited state");
             return Ok(());
         }
         if matches!(status, "failed" | "cancelled") {
@@ -516,7 +559,22 @@ async fn wait_migration(q: &Qmp, step: &'static str, want: &[&str]) -> Result<()
         if Instant::now() > deadline {
             return Err(SnapshotError::Timeout { step });
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Woken by the next `MIGRATION` event (capability `events`). Polling QEMU every
+        // millisecond instead took its big lock thousands of times per snapshot and slowed
+        // the copy itself on two cores; the slow poll is only a safety net.
+        let next_change = async {
+            loop {
+                match events.recv().await {
+                    Ok(ev) if ev.name == "MIGRATION" => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(EVENT_POLL_FALLBACK, next_change).await;
     }
 }
 

@@ -1,0 +1,187 @@
+//! Where the recorder writes the guest's RAM while a snapshot is taken.
+//!
+//! Receiving a migration into a file mapping on a disk filesystem is slow: QEMU touches every
+//! page of the destination (it reads each page to decide whether a zero page must be written),
+//! and each first touch of a file page on ext4 is a page fault through the filesystem.
+//! Measured here with a 512 MiB guest: 4–5 s to receive 75 MB of data plus 440 MB of zero
+//! pages into a file on disk, 0.8–1.3 s into a file on tmpfs.
+//!
+//! So the recorder's RAM is a tmpfs file (`/dev/shm`) that is unlinked as soon as QEMU has
+//! mapped it: only our descriptor and QEMU's mapping keep it alive, and a crash of the server
+//! or QEMU frees it by itself. When the snapshot is complete, [`Staging::persist`] writes its
+//! non-zero pages to the snapshot's `mem` file, which stays sparse. Without a usable
+//! `/dev/shm` the recorder writes to the final file directly, as before.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Folder of the staged RAM files.
+const SHM_DIR: &str = "/dev/shm";
+/// Granularity of the zero check when writing the image out.
+const PAGE: usize = 4096;
+
+/// The recorder's RAM file for one snapshot.
+pub(super) struct Staging {
+    /// Path handed to QEMU.
+    path: PathBuf,
+    /// Our descriptor of a tmpfs file (`None` when writing to the final file directly).
+    shm: Option<File>,
+    /// Whether `path` is a tmpfs name that still has to be removed.
+    named: bool,
+}
+
+impl Staging {
+    /// A staging file for an image of `bytes` that ends up at `final_path`. tmpfs is used
+    /// only when it has room for the whole image: a recorder writing into a full tmpfs
+    /// mapping would be killed by SIGBUS.
+    pub(super) fn new(final_path: &Path, bytes: u64) -> Staging {
+        let direct = Staging {
+            path: final_path.to_owned(),
+            shm: None,
+            named: false,
+        };
+        let room = nix::sys::statvfs::statvfs(SHM_DIR)
+            .map(|v| v.blocks_available().saturating_mul(v.fragment_size()))
+            .unwrap_or(0);
+        if room < bytes.saturating_add(bytes / 4) {
+            tracing::debug!(
+                room,
+                bytes,
+                "not enough room in tmpfs; the recorder writes to disk"
+            );
+            return direct;
+        }
+        let name = format!("warren-ram-{:016x}", rand::random::<u64>());
+        let path = Path::new(SHM_DIR).join(name);
+        let created = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        match created {
+            Ok(file) => Staging {
+                path,
+                shm: Some(file),
+                named: true,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "no tmpfs staging; the recorder writes to disk");
+                direct
+            }
+        }
+    }
+
+    /// The path QEMU maps.
+    pub(super) fn qemu_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The image as a path we can open for patching (valid after [`Staging::unlink`] too).
+    pub(super) fn image_path(&self) -> PathBuf {
+        match &self.shm {
+            Some(f) => PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
+            None => self.path.clone(),
+        }
+    }
+
+    /// Removes the tmpfs name once QEMU has mapped the file.
+    pub(super) fn unlink(&mut self) {
+        if self.named {
+            let _ = std::fs::remove_file(&self.path);
+            self.named = false;
+        }
+    }
+
+    /// Writes the image's non-zero pages to `final_path` (a new, sparse file) and returns the
+    /// image's size and SHA-256, computed in the same pass (reading the sparse file back
+    /// would fault in every hole). `None` when the recorder wrote to `final_path` directly.
+    pub(super) fn persist(mut self, final_path: &Path) -> io::Result<Option<(u64, String)>> {
+        use sha2::{Digest, Sha256};
+        self.unlink();
+        let Some(mut src) = self.shm.take() else {
+            return Ok(None);
+        };
+        let mut hasher = Sha256::new();
+        let len = src.metadata()?.len();
+        let mut out = File::create(final_path)?;
+        out.set_len(len)?;
+        src.seek(SeekFrom::Start(0))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        while offset < len {
+            let n = read_full(&mut src, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            for (i, page) in buf[..n].chunks(PAGE).enumerate() {
+                if page.iter().any(|&b| b != 0) {
+                    out.seek(SeekFrom::Start(offset + (i * PAGE) as u64))?;
+                    out.write_all(page)?;
+                }
+            }
+            offset += n as u64;
+        }
+        out.sync_all()?;
+        Ok(Some((offset, hex::encode(hasher.finalize()))))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.unlink();
+    }
+}
+
+fn read_full(src: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match src.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_image_keeps_data_and_stays_sparse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let final_path = dir.path().join("mem");
+        let mut staging = Staging::new(&final_path, 64 << 20);
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(staging.image_path())
+                .expect("open staged");
+            f.set_len(64 << 20).expect("size");
+            f.seek(SeekFrom::Start(10 << 20)).expect("seek");
+            f.write_all(b"hello").expect("write");
+        }
+        staging.unlink();
+        let (size, sha) = staging
+            .persist(&final_path)
+            .expect("persist")
+            .expect("staged");
+        assert_eq!(size, 64 << 20);
+        let (size2, sha2) = crate::snapshot::manifest::hash_file(&final_path).expect("hash");
+        assert_eq!((size, sha), (size2, sha2));
+        let data = std::fs::read(&final_path).expect("read");
+        assert_eq!(data.len(), 64 << 20);
+        assert_eq!(&data[(10 << 20)..(10 << 20) + 5], b"hello");
+        use std::os::unix::fs::MetadataExt as _;
+        let allocated = std::fs::metadata(&final_path).expect("meta").blocks() * 512;
+        assert!(
+            allocated < (1 << 20),
+            "not sparse: {allocated} bytes allocated"
+        );
+    }
+}
