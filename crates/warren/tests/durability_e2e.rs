@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::{count, run, start_counter};
+
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
@@ -241,35 +243,6 @@ impl Drop for Node {
 fn cmdline(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&raw).replace('\0', " ")
-}
-
-/// Starts a Python process that counts in memory and writes each value out.
-async fn start_counter(sb: &Sandbox) {
-    let script = "import time\nn = 0\nwhile True:\n    n += 1\n    \
-                  open('/tmp/count', 'w').write(str(n))\n    time.sleep(0.05)\n";
-    sb.files().write("/tmp/counter.py", script).await.unwrap();
-    sb.commands()
-        .run("nohup python3 /tmp/counter.py >/dev/null 2>&1 &")
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        if count(sb).await.is_some() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the counter did not start");
-}
-
-async fn count(sb: &Sandbox) -> Option<u64> {
-    let out = sb.commands().run("cat /tmp/count 2>/dev/null").await.ok()?;
-    out.stdout.trim().parse().ok()
-}
-
-async fn run(sb: &Sandbox, cmd: &str) -> String {
-    let out = sb.commands().run(cmd).await.unwrap();
-    assert_eq!(out.exit_code, 0, "{cmd}: {}", out.stderr);
-    out.stdout
 }
 
 async fn all_snapshots(client: &Client) -> Vec<SnapshotInfo> {

@@ -37,8 +37,13 @@ impl Store {
 
     /// All templates.
     pub fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        self.json_records("SELECT template_id, record FROM templates ORDER BY name")
+    }
+
+    /// Decodes `(id, JSON record)` rows.
+    fn json_records<T: DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT template_id, record FROM templates ORDER BY name")?;
+        let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map([], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
         })?;
@@ -111,19 +116,9 @@ impl Store {
 
     /// All builds, oldest first.
     pub fn list_builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        self.json_records(
             "SELECT build_id, record FROM template_builds ORDER BY created_at, build_id",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, text) = row?;
-            out.push(from_json(&id, &text)?);
-        }
-        Ok(out)
+        )
     }
 }
 

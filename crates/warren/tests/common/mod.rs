@@ -212,3 +212,35 @@ impl Drop for KillOnDrop {
         .ok();
     }
 }
+
+/// Starts a Python process that counts in memory and writes each value out. Each value is
+/// written to a temporary file and renamed over `/tmp/count`, so a reader (or a snapshot
+/// taken at any instant) never sees a truncated, empty file.
+pub async fn start_counter(sb: &Sandbox) {
+    let script = "import os, time\nn = 0\nwhile True:\n    n += 1\n    \
+                  open('/tmp/count.new', 'w').write(str(n))\n    \
+                  os.replace('/tmp/count.new', '/tmp/count')\n    time.sleep(0.05)\n";
+    sb.files().write("/tmp/counter.py", script).await.unwrap();
+    sb.commands()
+        .run("nohup python3 /tmp/counter.py >/dev/null 2>&1 &")
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if count(sb).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the counter did not start");
+}
+
+pub async fn count(sb: &Sandbox) -> Option<u64> {
+    let out = sb.commands().run("cat /tmp/count 2>/dev/null").await.ok()?;
+    out.stdout.trim().parse().ok()
+}
+
+pub async fn run(sb: &Sandbox, cmd: &str) -> String {
+    let out = sb.commands().run(cmd).await.unwrap();
+    assert_eq!(out.exit_code, 0, "{cmd}: {}", out.stderr);
+    out.stdout
+}
