@@ -5,12 +5,11 @@
 //! the steps, which start the waiting build ([`TemplateService::start_e2b`]).
 
 use warren_template::e2b::{self, TemplateBuildStartV2};
-use warren_template::layers::BuildContext;
 use warren_template::model::{Base, TemplateDef};
 use warren_template::plan::Force;
 use warren_template::registry::{self, BuildRecord, BuildStatus, TemplateRecord};
 
-use super::service::{TemplateError, TemplateService, build_id, template_id};
+use super::service::{TemplateError, TemplateService};
 
 impl TemplateService {
     /// E2B step 1 (`POST /v3/templates`): the template (created if new) and a waiting build
@@ -21,9 +20,6 @@ impl TemplateService {
         tags: Vec<String>,
         resources: warren_template::model::Resources,
     ) -> Result<(TemplateRecord, BuildRecord), TemplateError> {
-        let _guard = self.inner.records.lock().await;
-        let (templates, _) = self.records().await?;
-        let now = chrono::Utc::now();
         let def = TemplateDef {
             name: name.to_owned(),
             tags,
@@ -34,19 +30,8 @@ impl TemplateService {
             step_timeout: None,
             default_user: Some(e2b::E2B_DEFAULT_USER.to_owned()),
         };
-        let template = match registry::find(&templates, name) {
-            Some(t) if t.def.name == name => t.clone(),
-            _ => {
-                let t = registry::create(&templates, &template_id(), def.clone(), now)?;
-                let stored = t.clone();
-                self.store().call(move |s| s.put_template(&stored)).await?;
-                t
-            }
-        };
-        let build = registry::start_build(&template, def, &build_id(), &Force::default(), now);
-        let b = build.clone();
-        self.store().call(move |s| s.put_build(&b)).await?;
-        Ok((template, build))
+        let _guard = self.inner.records.lock().await;
+        self.record_build(def, &Force::default()).await
     }
 
     /// E2B step 3 (`POST /v2/templates/{id}/builds/{buildID}`): maps the steps and starts
@@ -71,15 +56,10 @@ impl TemplateService {
             build.def = def;
             build.force_all = force.all;
             build.force_steps = force.steps;
-            let b = build.clone();
-            self.store().call(move |s| s.put_build(&b)).await?;
+            self.save_build(&build).await?;
             build
         };
-        let context = BuildContext {
-            dir: None,
-            uploads: Some(self.uploads_dir()),
-        };
-        self.spawn_build(build, context);
+        self.spawn_build(build, self.uploads_context());
         Ok(())
     }
 

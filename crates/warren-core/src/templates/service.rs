@@ -73,7 +73,7 @@ pub(super) struct Inner {
     backend: VmBuildBackend,
     opts: BuildOptions,
     /// Build id → its log, for builds run by this server process.
-    pub(super) logs: Mutex<HashMap<String, BuildLog>>,
+    logs: Mutex<HashMap<String, BuildLog>>,
     /// Serializes read-modify-write of template and build records.
     pub(super) records: tokio::sync::Mutex<()>,
 }
@@ -105,17 +105,57 @@ impl TemplateService {
         }
     }
 
-    pub(super) fn store(&self) -> &Store {
+    fn store(&self) -> &Store {
         self.inner.manager.store()
+    }
+
+    /// Stores a template record.
+    async fn save_template(&self, t: &TemplateRecord) -> Result<(), StoreError> {
+        let t = t.clone();
+        self.store().call(move |s| s.put_template(&t)).await
+    }
+
+    /// Stores a build record.
+    pub(super) async fn save_build(&self, b: &BuildRecord) -> Result<(), StoreError> {
+        let b = b.clone();
+        self.store().call(move |s| s.put_build(&b)).await
+    }
+
+    /// Records a waiting build of `def` for the template of that name, creating the
+    /// template first if there is none. The caller holds the records lock.
+    pub(super) async fn record_build(
+        &self,
+        def: TemplateDef,
+        force: &Force,
+    ) -> Result<(TemplateRecord, BuildRecord), TemplateError> {
+        let (templates, _) = self.records().await?;
+        let now = chrono::Utc::now();
+        let template = match registry::find(&templates, &def.name) {
+            Some(t) if t.def.name == def.name => t.clone(),
+            _ => {
+                let t = registry::create(&templates, &template_id(), def.clone(), now)?;
+                self.save_template(&t).await?;
+                t
+            }
+        };
+        let build = registry::start_build(&template, def, &build_id(), force, now);
+        self.save_build(&build).await?;
+        Ok((template, build))
+    }
+
+    /// Where COPY sources of E2B uploads and of rebuilds come from.
+    pub(super) fn uploads_context(&self) -> BuildContext {
+        BuildContext {
+            dir: None,
+            uploads: Some(self.uploads_dir()),
+        }
     }
 
     pub(super) fn uploads_dir(&self) -> PathBuf {
         self.inner.manager.config().templates_dir().join("uploads")
     }
 
-    pub(super) async fn records(
-        &self,
-    ) -> Result<(Vec<TemplateRecord>, Vec<BuildRecord>), StoreError> {
+    async fn records(&self) -> Result<(Vec<TemplateRecord>, Vec<BuildRecord>), StoreError> {
         self.store()
             .call(|s| Ok((s.list_templates()?, s.list_builds()?)))
             .await
@@ -136,7 +176,7 @@ impl TemplateService {
                     exit_code: None,
                     output: None,
                 });
-                self.store().call(move |s| s.put_build(&b)).await?;
+                self.save_build(&b).await?;
             }
         }
         // Build contexts of the previous process's builds are no longer needed.
@@ -192,11 +232,9 @@ impl TemplateService {
             created_at: now,
             updated_at: now,
         });
-        let stored = template.clone();
-        self.store().call(move |s| s.put_template(&stored)).await?;
+        self.save_template(&template).await?;
         let build = registry::start_build(&template, def, &build_id(), &Force::default(), now);
-        let b = build.clone();
-        self.store().call(move |s| s.put_build(&b)).await?;
+        self.save_build(&build).await?;
         tracing::info!(build_id = %build.build_id, "building the base template");
         self.run_build(build, BuildContext::default()).await;
         Ok(())
@@ -212,21 +250,7 @@ impl TemplateService {
     ) -> Result<(TemplateRecord, BuildRecord), TemplateError> {
         let (template, build) = {
             let _guard = self.inner.records.lock().await;
-            let (templates, _) = self.records().await?;
-            let now = chrono::Utc::now();
-            let template = match registry::find(&templates, &def.name) {
-                Some(t) if t.def.name == def.name => t.clone(),
-                Some(_) | None => {
-                    let t = registry::create(&templates, &template_id(), def.clone(), now)?;
-                    let stored = t.clone();
-                    self.store().call(move |s| s.put_template(&stored)).await?;
-                    t
-                }
-            };
-            let build = registry::start_build(&template, def, &build_id(), &force, now);
-            let b = build.clone();
-            self.store().call(move |s| s.put_build(&b)).await?;
-            (template, build)
+            self.record_build(def, &force).await?
         };
         self.spawn_build(build.clone(), context);
         Ok((template, build))
@@ -307,15 +331,10 @@ impl TemplateService {
                 ));
             }
             let build = registry::rebuild(&template, &build_id(), force, chrono::Utc::now());
-            let b = build.clone();
-            self.store().call(move |s| s.put_build(&b)).await?;
+            self.save_build(&build).await?;
             build
         };
-        let context = BuildContext {
-            dir: None,
-            uploads: Some(self.uploads_dir()),
-        };
-        self.spawn_build(build.clone(), context);
+        self.spawn_build(build.clone(), self.uploads_context());
         Ok(build)
     }
 
@@ -335,8 +354,7 @@ impl TemplateService {
             .map(|r| r.build_id.clone())
             .ok_or_else(|| TemplateError::NotFound(target.to_owned()))?;
         registry::tag(&mut template, &builds, &build_id, tags, chrono::Utc::now())?;
-        let stored = template.clone();
-        self.store().call(move |s| s.put_template(&stored)).await?;
+        self.save_template(&template).await?;
         Ok((template, build_id))
     }
 
@@ -348,9 +366,7 @@ impl TemplateService {
             .cloned()
             .ok_or_else(|| TemplateError::NotFound(name.to_owned()))?;
         registry::untag(&mut template, tags, chrono::Utc::now())?;
-        self.store()
-            .call(move |s| s.put_template(&template))
-            .await?;
+        self.save_template(&template).await?;
         Ok(())
     }
 
@@ -416,8 +432,7 @@ impl TemplateService {
             logs.insert(build.build_id.clone(), log.clone());
         }
         registry::mark_building(&mut build);
-        let b = build.clone();
-        if let Err(e) = self.store().call(move |s| s.put_build(&b)).await {
+        if let Err(e) = self.save_build(&build).await {
             tracing::warn!(build_id = %build.build_id, error = %e, "cannot record a build");
         }
         let lookup = match self.records().await {
@@ -468,10 +483,10 @@ impl Inner {
     }
 }
 
-pub(super) fn template_id() -> String {
+fn template_id() -> String {
     ids::secret(20).to_ascii_lowercase()
 }
 
-pub(super) fn build_id() -> String {
+fn build_id() -> String {
     ids::secret(24).to_ascii_lowercase()
 }
