@@ -119,16 +119,7 @@ impl Client {
         }
         let resp = send_checked(&step, req).await?;
         let next = next_token(&resp);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                step: step.clone(),
-                source,
-            })?;
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|source| ClientError::Decode { step, source })?;
-        Ok((value, next))
+        Ok((json_body(&step, resp).await?, next))
     }
 
     /// Like `call` for endpoints whose success answer has no body.
@@ -399,7 +390,6 @@ pub(crate) fn not_found_as_false(
     }
 }
 
-/// Turns a non-2xx answer into [`ClientError::Api`], reading the `{code, message}` body.
 /// Sends a request and returns the answer if its status is 2xx, the API error otherwise.
 pub(crate) async fn send_checked(step: &str, req: RequestBuilder) -> Result<Response, ClientError> {
     let resp = req.send().await.map_err(|source| ClientError::Transport {
@@ -413,6 +403,25 @@ pub(crate) async fn send_checked(step: &str, req: RequestBuilder) -> Result<Resp
     }
 }
 
+/// Reads a whole answer body and decodes it as JSON; errors name `step`.
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    step: &str,
+    resp: Response,
+) -> Result<T, ClientError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Transport {
+            step: step.to_owned(),
+            source,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        step: step.to_owned(),
+        source,
+    })
+}
+
+/// Turns a non-2xx answer into [`ClientError::Api`], reading the `{code, message}` body.
 pub(crate) async fn api_error(step: &str, resp: Response) -> ClientError {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();

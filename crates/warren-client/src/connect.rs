@@ -22,6 +22,7 @@ use warren_proto::connect::{
     EnvelopeDecoder, ErrorCode,
 };
 
+use crate::client::json_body;
 use crate::error::ClientError;
 use crate::sandbox::EnvdTarget;
 
@@ -76,14 +77,7 @@ pub(crate) async fn unary<Req: Serialize, Resp: DeserializeOwned>(
     if !resp.status().is_success() {
         return Err(rpc_error(&step, resp).await);
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|source| ClientError::Transport {
-            step: step.clone(),
-            source,
-        })?;
-    serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { step, source })
+    json_body(&step, resp).await
 }
 
 /// A server stream of typed messages.

@@ -14,7 +14,7 @@ use warren_proto::envd::filesystem::{
 };
 use warren_proto::envd::process::Empty;
 
-use crate::client::send_checked;
+use crate::client::{json_body, send_checked};
 use crate::connect;
 use crate::error::ClientError;
 use crate::query::QueryBuilder;
@@ -129,18 +129,7 @@ impl Files {
             .request(Method::POST, &self.files_path(path))
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(data);
-        let resp = send_checked(step, req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                step: step.to_owned(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-            step: step.to_owned(),
-            source,
-        })
+        json_body(step, send_checked(step, req).await?).await
     }
 
     /// Writes everything `reader` yields to `path`, streaming it (chunked upload) rather

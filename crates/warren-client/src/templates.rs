@@ -19,7 +19,7 @@ use warren_template::e2b::{
 use warren_template::file::TemplateFileError;
 use warren_template::model::{Step, TemplateDef};
 
-use crate::client::{Client, not_found_as_false, send_checked, to_json};
+use crate::client::{Client, json_body, not_found_as_false, send_checked, to_json};
 use crate::error::ClientError;
 use crate::query::encode_segment;
 
@@ -240,15 +240,7 @@ impl Client {
             .request(Method::POST, &path)
             .header("content-type", "application/gzip")
             .body(archive);
-        let resp = send_checked(&step, req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                step: step.clone(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { step, source })
+        json_body(&step, send_checked(&step, req).await?).await
     }
 
     /// A build's state and the log entries after the first `logs_offset`.
