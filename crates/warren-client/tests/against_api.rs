@@ -5,29 +5,9 @@
 //! The fake agents echo envd traffic instead of running processes, so commands and files
 //! are covered by the stub-server tests, not here.
 
+mod common;
+
 use warren_client::{Client, ClientError, NewSandbox, SandboxQuery, SandboxState};
-use warren_core::store::Store;
-use warren_core::testing::FakeRuntime;
-use warren_core::{Config, SandboxManager};
-
-const KEY: &str = "client-test-key";
-
-/// A server on an ephemeral port; it stops when the test's runtime ends.
-async fn start_server() -> (Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::new(dir.path().to_owned(), dir.path().join("cache"));
-    config.static_api_key = Some(KEY.to_owned());
-    let store = Store::open(dir.path()).expect("store");
-    let manager = SandboxManager::start(config, store, FakeRuntime::new())
-        .await
-        .expect("manager");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(warren_api::serve(listener, manager, std::future::pending()));
-    (Client::new(base, Some(KEY.to_owned())), dir)
-}
 
 fn spec(metadata: &[(&str, &str)]) -> NewSandbox {
     NewSandbox {
@@ -46,7 +26,7 @@ fn spec(metadata: &[(&str, &str)]) -> NewSandbox {
 
 #[tokio::test]
 async fn lifecycle_and_metadata_filter_round_trip() {
-    let (client, _dir) = start_server().await;
+    let (client, _dir) = common::server::start(false).await;
     let odd = client
         .create_sandbox(&spec(&[("k y", "v&x=1/ü"), ("plain", "p")]))
         .await;
@@ -113,7 +93,7 @@ async fn lifecycle_and_metadata_filter_round_trip() {
 
 #[tokio::test]
 async fn wrong_key_is_an_api_error_with_the_server_message() {
-    let (client, _dir) = start_server().await;
+    let (client, _dir) = common::server::start(false).await;
     let wrong = Client::new(client.api_url(), Some("nope".to_owned()));
     match wrong.list_sandboxes(&SandboxQuery::default()).await {
         Err(ClientError::Api {

@@ -3,40 +3,12 @@
 //! list, get, tag, untag, rebuild and delete. The fake runtime's stub VMs cannot run
 //! commands, so built templates only use steps that need none.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use warren_client::{BuildStatus, Client, TemplateBuildInfo, pack_template};
-use warren_core::store::Store;
-use warren_core::templates::TemplateService;
-use warren_core::testing::FakeRuntime;
-use warren_core::{Config, SandboxManager};
-
-const KEY: &str = "client-test-key";
-
-/// A server with templates on an ephemeral port; it stops when the test's runtime ends.
-async fn start_server(templates: bool) -> (Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::new(dir.path().to_owned(), dir.path().join("cache"));
-    config.static_api_key = Some(KEY.to_owned());
-    let store = Store::open(dir.path()).expect("store");
-    let manager = SandboxManager::start(config, store, FakeRuntime::new())
-        .await
-        .expect("manager");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let service = templates
-        .then(|| TemplateService::new(manager.clone(), "test-image".into(), Default::default()));
-    let state = warren_api::AppState::new(manager, service);
-    tokio::spawn(warren_api::serve_state(
-        listener,
-        state,
-        std::future::pending(),
-    ));
-    (Client::new(base, Some(KEY.to_owned())), dir)
-}
 
 fn write(dir: &Path, rel: &str, content: &str) {
     let path = dir.join(rel);
@@ -64,7 +36,7 @@ async fn follow(client: &Client, template_id: &str, build_id: &str) -> (Template
 
 #[tokio::test]
 async fn build_from_a_file_then_manage_the_template() {
-    let (client, _server_dir) = start_server(true).await;
+    let (client, _server_dir) = common::server::start(true).await;
     let ctx = tempfile::tempdir().expect("tempdir");
     let file = ctx.path().join("app.toml");
     write(
@@ -129,7 +101,7 @@ async fn build_from_a_file_then_manage_the_template() {
 
 #[tokio::test]
 async fn server_errors_reach_the_caller() {
-    let (client, _server_dir) = start_server(true).await;
+    let (client, _server_dir) = common::server::start(true).await;
     let err = client
         .submit_template_archive(b"not an archive".to_vec(), false)
         .await
@@ -151,7 +123,7 @@ async fn server_errors_reach_the_caller() {
         .expect_err("unknown");
     assert!(err.is_not_found(), "{err}");
 
-    let (client, _server_dir) = start_server(false).await;
+    let (client, _server_dir) = common::server::start(false).await;
     let err = client.list_templates().await.expect_err("no templates");
     assert_eq!(err.status(), Some(501));
 }

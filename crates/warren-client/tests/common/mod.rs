@@ -1,11 +1,14 @@
 //! The in-process axum stub shared by the client tests: it records every request (method,
 //! URI, headers, body) and answers like a Warren server would, with Connect envelopes split
 //! into 3-byte body chunks so the client must reassemble them.
+//! [`server`] starts the real router instead, for the tests against the API itself.
 
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of the stub"
 )]
+
+pub mod server;
 
 use std::sync::{Arc, Mutex};
 
