@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use warren_client::{Client, CommandEvent, RunOptions};
+use warren_client::{Client, CommandEvent, CommandHandle, RunOptions};
 use warren_template::backend::{
     BackendError, BoxFuture, BuildBackend, BuildVm, ExecRequest, LayerRef, SnapshotRef, VmSpec,
 };
@@ -126,14 +126,24 @@ struct SandboxVm {
 }
 
 impl SandboxVm {
-    fn options(req: &ExecRequest<'_>) -> RunOptions {
-        RunOptions {
+    /// Starts `req` in the guest; `operation` names it in errors.
+    async fn start(
+        &self,
+        operation: &'static str,
+        req: &ExecRequest<'_>,
+    ) -> Result<CommandHandle, BackendError> {
+        let opts = RunOptions {
             envs: req.env.iter().cloned().collect(),
             cwd: req.cwd.map(str::to_owned),
             user: Some(req.user.to_owned()),
             timeout: (req.timeout != Duration::MAX).then_some(req.timeout),
             stdin: false,
-        }
+        };
+        self.handle
+            .commands()
+            .start(req.cmd, &opts)
+            .await
+            .map_err(|e| BackendError::new(operation, e))
     }
 
     /// Runs a short command as root, failing on a non-zero exit.
@@ -217,9 +227,9 @@ fn emit(line: &[u8], stderr: bool, log: &StepLog) {
     log.line(LogLine { stderr, text });
 }
 
-/// Reads a command's events into `log`; the exit code, or `None` if the stream broke.
+/// Reads a command's events into `log`; its exit code, -1 if the stream ended without one.
 async fn drain(
-    mut handle: warren_client::CommandHandle,
+    mut handle: CommandHandle,
     log: &StepLog,
 ) -> Result<i32, warren_client::ClientError> {
     let (mut out, mut err) = (Lines::default(), Lines::default());
@@ -246,12 +256,7 @@ impl BuildVm for SandboxVm {
         log: StepLog,
     ) -> BoxFuture<'a, Result<i32, BackendError>> {
         Box::pin(async move {
-            let handle = self
-                .handle
-                .commands()
-                .start(req.cmd, &Self::options(&req))
-                .await
-                .map_err(|e| BackendError::new("exec", e))?;
+            let handle = self.start("exec", &req).await?;
             drain(handle, &log)
                 .await
                 .map_err(|e| BackendError::new("exec", e))
@@ -264,12 +269,7 @@ impl BuildVm for SandboxVm {
         log: StepLog,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            let handle = self
-                .handle
-                .commands()
-                .start(req.cmd, &Self::options(&req))
-                .await
-                .map_err(|e| BackendError::new("spawn", e))?;
+            let handle = self.start("spawn", &req).await?;
             self.background.push(tokio::spawn(async move {
                 let _ = drain(handle, &log).await;
             }));
