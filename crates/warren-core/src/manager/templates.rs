@@ -43,21 +43,29 @@ impl SandboxManager {
         &self,
         reference: &str,
     ) -> Result<Option<TemplateSource>, StoreError> {
+        // Every create passes here: build records are read only for a `name:tag`.
+        let tag = reference.split_once(':').map(|(_, t)| t.to_owned());
+        let with_builds = tag.is_some();
         let (templates, builds) = self
             .inner
             .store
-            .call(|s| Ok((s.list_templates()?, s.list_builds()?)))
+            .call(move |s| {
+                let builds = if with_builds {
+                    s.list_builds()?
+                } else {
+                    Vec::new()
+                };
+                Ok((s.list_templates()?, builds))
+            })
             .await?;
         let Some(template) = registry::find(&templates, reference) else {
             return Ok(None);
         };
-        let tag = reference.split_once(':').map(|(_, t)| t);
-        Ok(
-            registry::resolve_tag(template, &builds, tag).map(|ready| TemplateSource {
-                dir: PathBuf::from(&ready.snapshot.id),
-                ready: ready.clone(),
-            }),
-        )
+        let resolved = registry::resolve_tag(template, &builds, tag.as_deref());
+        Ok(resolved.map(|ready| TemplateSource {
+            dir: PathBuf::from(&ready.snapshot.id),
+            ready: ready.clone(),
+        }))
     }
 
     pub(super) async fn boot_plan(&self, cmd: &CreateSandbox) -> Result<BootPlan, StoreError> {
