@@ -402,15 +402,7 @@ pub fn unpack_context(
     dir: &FsPath,
 ) -> Result<(TemplateDef, BuildContext), ArchiveError> {
     std::fs::create_dir_all(dir).map_err(ArchiveError::Unpack)?;
-    let reader: Box<dyn std::io::Read + '_> = if body.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(body))
-    } else {
-        Box::new(body)
-    };
-    let mut archive = tar::Archive::new(reader);
-    // The tar crate skips entries that would land outside `dir` (`..`, absolute paths) and
-    // refuses to write through links that leave it.
-    archive.unpack(dir).map_err(ArchiveError::Unpack)?;
+    warren_core::templates::unpack_archive(body, dir, false).map_err(ArchiveError::Unpack)?;
     let file = dir.join(TEMPLATE_FILE);
     if !file.is_file() {
         return Err(ArchiveError::NoTemplateFile);

@@ -9,3 +9,4 @@ pub mod service;
 mod uploads;
 
 pub use service::{TemplateError, TemplateService};
+pub use uploads::unpack_archive;

@@ -3,27 +3,18 @@
 //! half-written upload is never taken for a whole one. Entries are unpacked by the `tar`
 //! crate, which refuses paths that leave the target folder.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::Path;
 
 /// Unpacks `body` (tar, or gzip of a tar) to `root/<hash>`; an existing upload is kept.
-pub(super) fn unpack(root: &Path, hash: &str, body: &[u8]) -> std::io::Result<()> {
+pub(super) fn unpack(root: &Path, hash: &str, body: &[u8]) -> io::Result<()> {
     let target = root.join(hash);
     if target.is_dir() {
         return Ok(());
     }
     std::fs::create_dir_all(root)?;
     let tmp = root.join(format!(".tmp-{hash}-{}", crate::ids::secret(6)));
-    let reader: Box<dyn Read + '_> = if body.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(body))
-    } else {
-        Box::new(body)
-    };
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    let result = archive
-        .unpack(&tmp)
-        .and_then(|()| std::fs::rename(&tmp, &target));
+    let result = unpack_archive(body, &tmp, true).and_then(|()| std::fs::rename(&tmp, &target));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -32,6 +23,20 @@ pub(super) fn unpack(root: &Path, hash: &str, body: &[u8]) -> std::io::Result<()
         Err(_) if target.is_dir() => Ok(()),
         other => other,
     }
+}
+
+/// Unpacks `body`, a tar or a gzip-compressed tar, into `dir`. The `tar` crate skips
+/// entries that would land outside `dir` (`..`, absolute paths) and refuses to write through
+/// links that leave it. `preserve_permissions` keeps setuid/setgid/sticky bits too.
+pub fn unpack_archive(body: &[u8], dir: &Path, preserve_permissions: bool) -> io::Result<()> {
+    let reader: Box<dyn Read + '_> = if body.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(body))
+    } else {
+        Box::new(body)
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(preserve_permissions);
+    archive.unpack(dir)
 }
 
 #[cfg(test)]
