@@ -1,8 +1,17 @@
 //! Live snapshots of running VMs, and VMs started from them.
 //!
-//! See ARCHITECTURE.md ("Live snapshots") for why it works this way. In short:
+//! See ARCHITECTURE.md ("Live snapshots") for why it works this way. In short, a snapshot of a
+//! running VM `S` into a directory `D` is a migration of `S` into a "recorder" QEMU that never
+//! runs guest code (`-S -incoming`, its RAM a file), after which the recorder writes the
+//! device state next to that RAM. `S` is moved onto a new disk overlay in the same pause that
+//! captures its memory, so the frozen overlay is the snapshot's disk layer. Two ways to migrate:
 //!
-//! Taking a snapshot of a running VM `S` into a directory `D`:
+//! - Write tracking (module `background`), when QEMU can write-protect `S`'s RAM (a VM booted from
+//!   scratch: its RAM is a memfd): `S` is stopped, its disk switched, its device state captured
+//!   and its RAM write-protected, and it runs again, all in a few milliseconds; RAM is sent
+//!   afterwards, each page as it was at the stop.
+//! - Pre-copy, otherwise (a VM that was itself started from a snapshot maps that snapshot's RAM
+//!   file privately, which cannot be write-protected):
 //!
 //! ```text
 //!  recorder QEMU (-S, -incoming, RAM = D/mem shared)      source S (running)
@@ -12,8 +21,8 @@
 //!                                                             disk: blockdev-snapshot onto a
 //!                                                             pre-created overlay
 //!                                          ◀── devices ───  migrate-continue → completed
-//!       (receive completed)                                 verify: resident pages of S
-//!                                                             compared with D/mem, fixed
+//!       (receive completed)                                 verify: pages S wrote since its
+//!                                                             restore compared with D/mem
 //!                                                           cont  (S runs again: freeze ends)
 //!       migrate exec:cat > D/devstate  (x-ignore-shared: RAM stays in D/mem)
 //!       quit;  fsync D/mem, D/devstate;  manifest written last
@@ -22,8 +31,9 @@
 //! Why the `verify` step: with TCG on a loaded host, QEMU 7.2's pre-copy sometimes does not
 //! re-send a page the guest wrote during the copy. Every clone of such a snapshot oopsed within
 //! seconds (memory disagreeing with the CPU state). Stopping the guest for the whole copy fixes
-//! that but freezes it for seconds; comparing the stopped source's resident pages with the
+//! that but freezes it for seconds; comparing the stopped source's written pages with the
 //! image costs a memory-speed pass instead, and makes the image exact whatever QEMU missed.
+//! Write tracking needs no such pass: the host kernel traps every write.
 //!
 //! Starting from a snapshot: QEMU with RAM = `D/mem` mapped private (`share=off`), `-S
 //! -incoming defer`, `x-ignore-shared`, `migrate-incoming exec:cat D/devstate`, `cont`.
@@ -33,6 +43,7 @@
 //! fills a directory it is given), the disk layers (which file is frozen and must be kept),
 //! and telling the guest agent that it was restored (new token, clock, entropy).
 
+mod background;
 pub mod manifest;
 pub mod recover;
 mod staging;
@@ -274,7 +285,6 @@ async fn record(
     dir: &Path,
     image: &Path,
 ) -> Result<Duration, SnapshotError> {
-    let sq = source.qmp();
     let rq = recorder.qmp();
     // Not in the run dir: a Unix socket path holds at most 107 bytes, which a deep data dir
     // exceeds. The name is random and the socket is removed once the migration is over.
@@ -288,9 +298,41 @@ async fn record(
         json!({ "uri": uri }),
     )
     .await?;
+    let frozen_for = match background::record(source, source_cfg, disk, &uri).await? {
+        Some(frozen_for) => frozen_for,
+        None => precopy(source, source_cfg, rq, disk, image, &uri).await?,
+    };
+    wait_migration(rq, "recorder: receive", &["completed"]).await?;
+
+    set_capabilities(
+        rq,
+        "recorder: capabilities",
+        &[("x-ignore-shared", true), ("events", true)],
+    )
+    .await?;
+    let out = shell_quote(&dir.join(DEVSTATE_FILE));
+    let args = json!({ "uri": format!("exec:cat > {out}") });
+    qmp(rq, "recorder: save devices", "migrate", args).await?;
+    wait_migration(rq, "recorder: save devices", &["completed"]).await?;
+    Ok(frozen_for)
+}
+
+/// The pre-copy path, for sources whose RAM cannot be write-tracked (see `background`):
+/// RAM is copied while the guest runs, QEMU stops it for the last pass, the disk is switched
+/// and the image made exact (see [`verify`]) before the guest runs again.
+async fn precopy(
+    source: &Vm,
+    source_cfg: &VmConfig,
+    rq: &Qmp,
+    disk: &DiskSwitch,
+    image: &Path,
+    uri: &str,
+) -> Result<Duration, SnapshotError> {
+    let sq = source.qmp();
     // A source that was itself restored from a snapshot still has `x-ignore-shared` on from
     // its own restore; it changes the stream format, and its RAM must be sent anyway.
     let caps = [
+        ("background-snapshot", false),
         ("pause-before-switchover", true),
         ("x-ignore-shared", false),
         ("events", true),
@@ -314,7 +356,8 @@ async fn record(
         }
         Err(e) => Err(e),
     };
-    // Still stopped: make the image exact (see `verify`) before the guest runs again.
+    // Still stopped: make the image exact (see `verify`) before the guest runs again. The
+    // recorder must have loaded the whole stream first.
     let patched = match continued {
         Ok(()) => match wait_migration(rq, "recorder: receive", &["completed"]).await {
             Ok(()) => patch(source, source_cfg, image).await,
@@ -330,6 +373,8 @@ async fn record(
     let frozen_for = stopped.elapsed();
     let verified = patched?;
     resumed?;
+    tracing::debug!(vm = %source_cfg.id, ?frozen_for, checked = verified.checked_pages,
+        "source frozen (pre-copy)");
     if verified.patched_pages > 0 {
         tracing::info!(
             vm = %source_cfg.id,
@@ -338,17 +383,6 @@ async fn record(
             "pre-copy missed pages; the snapshot image was corrected"
         );
     }
-
-    set_capabilities(
-        rq,
-        "recorder: capabilities",
-        &[("x-ignore-shared", true), ("events", true)],
-    )
-    .await?;
-    let out = shell_quote(&dir.join(DEVSTATE_FILE));
-    let args = json!({ "uri": format!("exec:cat > {out}") });
-    qmp(rq, "recorder: save devices", "migrate", args).await?;
-    wait_migration(rq, "recorder: save devices", &["completed"]).await?;
     Ok(frozen_for)
 }
 
@@ -360,15 +394,26 @@ async fn patch(
 ) -> Result<verify::Verified, SnapshotError> {
     let pid = source.pid();
     let bytes = cfg.memory_mib << 20;
-    let hint = match &cfg.memory {
-        MemoryBacking::Private(path) | MemoryBacking::Shared(path) => Some(path.clone()),
-        MemoryBacking::Fresh => None,
+    let hint = ram_file(cfg);
+    let candidates = match &cfg.memory {
+        MemoryBacking::Private(_) => verify::Candidates::Anonymous,
+        MemoryBacking::Shared(_) | MemoryBacking::Fresh => verify::Candidates::Resident,
     };
     let image = image.to_owned();
-    tokio::task::spawn_blocking(move || verify::patch_image(pid, bytes, hint.as_deref(), &image))
-        .await
-        .map_err(|e| SnapshotError::Files(std::io::Error::other(e)))?
-        .map_err(SnapshotError::Files)
+    tokio::task::spawn_blocking(move || {
+        verify::patch_image(pid, bytes, hint.as_deref(), candidates, &image)
+    })
+    .await
+    .map_err(|e| SnapshotError::Files(std::io::Error::other(e)))?
+    .map_err(SnapshotError::Files)
+}
+
+/// The file a VM maps as its RAM, if it is not a fresh memfd.
+fn ram_file(cfg: &VmConfig) -> Option<PathBuf> {
+    match &cfg.memory {
+        MemoryBacking::Private(path) | MemoryBacking::Shared(path) => Some(path.clone()),
+        MemoryBacking::Fresh => None,
+    }
 }
 
 /// Freezes the running VM's disk without capturing memory: a brief pause while the VM

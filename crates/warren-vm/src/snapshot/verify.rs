@@ -15,6 +15,12 @@
 //! (`/memfd:memory-backend-memfd`, or a snapshot's RAM file for a restored VM);
 //! `/proc/<pid>/pagemap` says which pages are resident (bit 63), and `/proc/<pid>/mem` reads
 //! them.
+//!
+//! A restored source maps its snapshot's RAM file privately: a page it wrote since its restore
+//! is an anonymous copy, a page it only read is still the file's page (pagemap bit 61) and
+//! holds what the parent snapshot holds, which pre-copy sent unchanged. Only the anonymous
+//! pages can have been missed, so only they are compared; for a source that has run briefly
+//! since its restore that is a small part of its RAM.
 
 use std::fs::File;
 use std::io;
@@ -76,23 +82,137 @@ fn ram_mapping(pid: u32, memory_bytes: u64, hint: Option<&Path>) -> io::Result<u
     ))
 }
 
-/// Compares the resident guest pages of the (stopped) QEMU `pid` with `image` and rewrites
+/// Faults in every page of the guest RAM of QEMU `pid` by reading it through
+/// `/proc/<pid>/mem` (allocating the pages the guest never touched, as any full copy does).
+///
+/// Used before a write-tracked snapshot (see `background`): QEMU reads every page itself
+/// before protecting them, and it does so after the guest was stopped; done here first, while
+/// the guest still runs, that read finds every page present and costs next to nothing.
+pub fn populate(pid: u32, memory_bytes: u64, hint: Option<&Path>) -> io::Result<()> {
+    let base = ram_mapping(pid, memory_bytes, hint)?;
+    let mem = File::open(format!("/proc/{pid}/mem"))?;
+    let mut buf = vec![0u8; 2 << 20];
+    let mut offset = 0;
+    while offset < memory_bytes {
+        let len = usize::try_from((memory_bytes - offset).min(2 << 20)).unwrap_or(2 << 20);
+        mem.read_exact_at(&mut buf[..len], base + offset)?;
+        offset += len as u64;
+    }
+    Ok(())
+}
+
+/// Which of the source's resident pages can differ from the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidates {
+    /// Every resident page (RAM in a memfd or a shared file: written pages stay file pages).
+    Resident,
+    /// Resident anonymous pages only (RAM a private mapping of a snapshot file: a written page
+    /// is a private copy, an unwritten one still the file's).
+    Anonymous,
+}
+
+/// pagemap: the page is present in RAM.
+const PM_PRESENT: u64 = 1 << 63;
+/// pagemap: the page is a file page or shared anonymous memory.
+const PM_FILE: u64 = 1 << 61;
+
+impl Candidates {
+    fn wants(self, entry: u64) -> bool {
+        match self {
+            Candidates::Resident => entry & PM_PRESENT != 0,
+            Candidates::Anonymous => entry & (PM_PRESENT | PM_FILE) == PM_PRESENT,
+        }
+    }
+}
+
+/// Compares the candidate guest pages of the (stopped) QEMU `pid` with `image` and rewrites
 /// the differing ones. `hint` is the source's own RAM file, if it maps one.
 pub fn patch_image(
     pid: u32,
     memory_bytes: u64,
     hint: Option<&Path>,
+    candidates: Candidates,
     image: &Path,
 ) -> io::Result<Verified> {
     let base = ram_mapping(pid, memory_bytes, hint)?;
-    let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
+    let runs = candidate_runs(pid, base, memory_bytes / PAGE, candidates)?;
     let mem = File::open(format!("/proc/{pid}/mem"))?;
     let out = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(image)?;
-    let pages = memory_bytes / PAGE;
+    // The guest is stopped and the recorder done: both host cores are free for the pass,
+    // which is memory-bound (reading the source and the image) and splits evenly.
+    let total: u64 = runs.iter().map(|r| r.pages).sum();
+    let split = runs
+        .iter()
+        .scan(0, |seen, r| {
+            *seen += r.pages;
+            Some(*seen)
+        })
+        .position(|seen| seen * 2 >= total)
+        .map_or(runs.len(), |i| i + 1);
+    let (first, second) = runs.split_at(split);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| compare_runs(&mem, &out, base, second));
+        let mine = compare_runs(&mem, &out, base, first)?;
+        let theirs = other
+            .join()
+            .map_err(|_| io::Error::other("the verification thread panicked"))??;
+        Ok(Verified {
+            checked_pages: mine.checked_pages + theirs.checked_pages,
+            patched_pages: mine.patched_pages + theirs.patched_pages,
+        })
+    })
+}
+
+/// Consecutive candidate pages, at most [`BATCH_PAGES`] long.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Index of the first page in guest RAM.
+    first: u64,
+    pages: u64,
+}
+
+/// Reads the source's pagemap and lists the runs of candidate pages.
+fn candidate_runs(pid: u32, base: u64, pages: u64, candidates: Candidates) -> io::Result<Vec<Run>> {
+    let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
     let mut entries = vec![0u8; usize::try_from(BATCH_PAGES * 8).unwrap_or(4096)];
+    let mut runs = Vec::new();
+    let mut first = 0;
+    while first < pages {
+        let count = BATCH_PAGES.min(pages - first);
+        let len = usize::try_from(count * 8).unwrap_or(0);
+        pagemap.read_exact_at(&mut entries[..len], (base / PAGE + first) * 8)?;
+        let wanted = |i: u64| {
+            let at = usize::try_from(i * 8).unwrap_or(0);
+            candidates.wants(u64::from_le_bytes(
+                entries[at..at + 8].try_into().unwrap_or_default(),
+            ))
+        };
+        let mut i = 0;
+        while i < count {
+            if !wanted(i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < count && wanted(i) {
+                i += 1;
+            }
+            runs.push(Run {
+                first: first + start,
+                pages: i - start,
+            });
+        }
+        first += count;
+    }
+    Ok(runs)
+}
+
+/// Compares `runs` of the source's RAM (at `base` in `/proc/<pid>/mem`) with the image and
+/// rewrites the pages that differ.
+fn compare_runs(mem: &File, out: &File, base: u64, runs: &[Run]) -> io::Result<Verified> {
     let batch_bytes = usize::try_from(BATCH_PAGES * PAGE).unwrap_or(1 << 21);
     let mut src = vec![0u8; batch_bytes];
     let mut dst = vec![0u8; batch_bytes];
@@ -100,43 +220,22 @@ pub fn patch_image(
         checked_pages: 0,
         patched_pages: 0,
     };
-    let mut first = 0;
-    while first < pages {
-        let count = BATCH_PAGES.min(pages - first);
-        let len = usize::try_from(count * 8).unwrap_or(0);
-        pagemap.read_exact_at(&mut entries[..len], (base / PAGE + first) * 8)?;
-        let resident = |i: u64| {
-            let at = usize::try_from(i * 8).unwrap_or(0);
-            u64::from_le_bytes(entries[at..at + 8].try_into().unwrap_or_default()) >> 63 == 1
-        };
-        // Runs of resident pages are read with one call each.
-        let mut i = 0;
-        while i < count {
-            if !resident(i) {
-                i += 1;
-                continue;
-            }
-            let run_start = i;
-            while i < count && resident(i) {
-                i += 1;
-            }
-            let bytes = usize::try_from((i - run_start) * PAGE).unwrap_or(0);
-            let offset = (first + run_start) * PAGE;
-            mem.read_exact_at(&mut src[..bytes], base + offset)?;
-            out.read_exact_at(&mut dst[..bytes], offset)?;
-            for (n, (s_page, d_page)) in src[..bytes]
-                .chunks(PAGE_LEN)
-                .zip(dst[..bytes].chunks(PAGE_LEN))
-                .enumerate()
-            {
-                result.checked_pages += 1;
-                if s_page != d_page {
-                    out.write_all_at(s_page, offset + u64::try_from(n).unwrap_or(0) * PAGE)?;
-                    result.patched_pages += 1;
-                }
+    for run in runs {
+        let bytes = usize::try_from(run.pages * PAGE).unwrap_or(0);
+        let offset = run.first * PAGE;
+        mem.read_exact_at(&mut src[..bytes], base + offset)?;
+        out.read_exact_at(&mut dst[..bytes], offset)?;
+        for (n, (s_page, d_page)) in src[..bytes]
+            .chunks(PAGE_LEN)
+            .zip(dst[..bytes].chunks(PAGE_LEN))
+            .enumerate()
+        {
+            result.checked_pages += 1;
+            if s_page != d_page {
+                out.write_all_at(s_page, offset + u64::try_from(n).unwrap_or(0) * PAGE)?;
+                result.patched_pages += 1;
             }
         }
-        first += count;
     }
     Ok(result)
 }
@@ -181,11 +280,69 @@ mod tests {
         copy[0] = 1;
         std::fs::write(&image, &copy).unwrap();
 
-        let found = patch_image(std::process::id(), size, Some(&backing), &image).unwrap();
+        let found = patch_image(
+            std::process::id(),
+            size,
+            Some(&backing),
+            Candidates::Resident,
+            &image,
+        )
+        .unwrap();
         assert_eq!(found.patched_pages, 1);
         assert!(found.checked_pages >= 2);
         let patched = std::fs::read(&image).unwrap();
         assert_eq!(&patched[..], &ram[..]);
+        // SAFETY: unmapping the mapping created above; `ram` is not used afterwards.
+        unsafe { libc::munmap(ptr, len) };
+    }
+
+    /// A private mapping of a "snapshot" file: only the page written through it is a
+    /// candidate; a page that was only read stays the file's and is skipped, even where the
+    /// image (deliberately, for the test) disagrees with it.
+    #[test]
+    fn anonymous_candidates_are_the_written_private_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("parent-mem");
+        let len = 16 * PAGE_LEN;
+        let size = 16 * PAGE;
+        let mut parent = vec![0u8; len];
+        parent[2 * PAGE_LEN] = 7;
+        std::fs::write(&backing, &parent).unwrap();
+        let file = std::fs::File::open(&backing).unwrap();
+        // SAFETY: a fresh private mapping of a file we own, unmapped before returning.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        // SAFETY: the mapping is `size` bytes long and writable (copy-on-write).
+        let ram = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
+        assert_eq!(std::hint::black_box(ram[2 * PAGE_LEN]), 7); // read: stays a file page
+        ram[9 * PAGE_LEN] = 3; // written: an anonymous copy
+        let image = dir.path().join("mem");
+        let mut stale = vec![0u8; len];
+        stale[2 * PAGE_LEN] = 1; // differs from a page the source only read
+        std::fs::write(&image, &stale).unwrap();
+
+        let found = patch_image(
+            std::process::id(),
+            size,
+            Some(&backing),
+            Candidates::Anonymous,
+            &image,
+        )
+        .unwrap();
+        assert_eq!(found.checked_pages, 1);
+        assert_eq!(found.patched_pages, 1);
+        let patched = std::fs::read(&image).unwrap();
+        assert_eq!(patched[9 * PAGE_LEN], 3);
+        assert_eq!(patched[2 * PAGE_LEN], 1, "a file page was compared");
         // SAFETY: unmapping the mapping created above; `ram` is not used afterwards.
         unsafe { libc::munmap(ptr, len) };
     }

@@ -8,7 +8,11 @@
 //! 3. fork 8: one snapshot of `S` plus 8 concurrent restores to agent-ready; the 8 clones
 //!    then idle ~2 s and their QEMUs' PSS is read; same for the naive path;
 //! 4. freeze with 256 MiB freshly dirtied: a guest process fills a 256 MiB buffer with random
-//!    bytes (and keeps it) right before each save, live or naive.
+//!    bytes (and keeps it) right before each save, live or naive;
+//! 5. freeze again, idle and dirtied, with a source that was itself started from a snapshot,
+//!    as every Warren sandbox is (from its template's ready snapshot). Such a VM holds its RAM
+//!    as a private mapping of the snapshot file, which QEMU cannot write-track, so its
+//!    snapshots take the pre-copy path (see `warren_vm::snapshot`). Live path only.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,6 +47,8 @@ while [ ! -f /tmp/filled ]; do sleep 0.05; done";
 
 /// The source VM and where its disk chain stands.
 struct Source {
+    /// Prefix of its disk layers' file names.
+    name: &'static str,
     vm: Vm,
     cfg: warren_vm::VmConfig,
     disk: PathBuf,
@@ -53,7 +59,7 @@ impl Source {
     /// The next overlay to move the source onto, and its QEMU node name.
     fn next_layer(&mut self, lab: &Lab) -> (PathBuf, String) {
         self.layers += 1;
-        let path = lab::file(lab, &format!("src-{}.qcow2", self.layers));
+        let path = lab::file(lab, &format!("{}-{}.qcow2", self.name, self.layers));
         (path, format!("layer{}", self.layers))
     }
 }
@@ -82,6 +88,7 @@ pub async fn all(lab: &Lab, runs: u32, snapshots: u32, report: &mut Report) -> a
         .await
         .context("starting the source")?;
     let mut src = Source {
+        name: "src",
         vm,
         cfg,
         disk,
@@ -108,11 +115,13 @@ async fn sequence(
     report.default_bandwidth = default_bw;
 
     say("(a) freeze, idle guest");
-    let (idle, live_snap, naive_file) = freeze(lab, src, snapshots, default_bw, false).await?;
+    let (idle, live_snap, naive_file) =
+        freeze(lab, src, snapshots, Some(default_bw), false).await?;
     report.freeze_idle = idle;
 
     say(&format!("(b) restore to agent-ready, {runs} runs per path"));
-    let (live, naive_) = (live_snap.context("no live snapshot")?, naive_file);
+    let live = live_snap.context("no live snapshot")?;
+    let naive_ = naive_file.context("no naive save")?;
     report.restore_live = restore_runs(lab, &live, runs).await;
     report.restore_naive = restore_runs(lab, &naive_, runs).await;
 
@@ -121,20 +130,54 @@ async fn sequence(
     report.fork_naive = fork(lab, src, false).await?;
 
     say("(a) freeze, 256 MiB freshly dirtied");
-    let (dirty, _, _) = freeze(lab, src, snapshots, default_bw, true).await?;
+    let (dirty, _, _) = freeze(lab, src, snapshots, Some(default_bw), true).await?;
     report.freeze_dirty = dirty;
-    Ok(())
+
+    say("(a) freeze, source started from a snapshot (idle, then 256 MiB dirtied)");
+    let mut restored = restored_source(lab, &live).await?;
+    let measured = async {
+        let (idle, _, _) = freeze(lab, &mut restored, snapshots, None, false).await?;
+        report.freeze_restored_idle = idle;
+        let (dirty, _, _) = freeze(lab, &mut restored, snapshots, None, true).await?;
+        report.freeze_restored_dirty = dirty;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = restored.vm.kill().await;
+    measured
 }
 
-/// Live snapshots, then one naive save per bandwidth setting. Returns the figures, the last
-/// live snapshot and the raised-bandwidth naive save (only kept when `!dirty`).
+/// A VM started from `saved` (a live snapshot) to take snapshots of, once its agent answers.
+async fn restored_source(lab: &Lab, saved: &Saved) -> anyhow::Result<Source> {
+    let Saved::Live { dir, disk: layer } = saved else {
+        anyhow::bail!("a restored source needs a live snapshot");
+    };
+    let disk = lab::file(lab, "rsrc-0.qcow2");
+    warren_vm::create_overlay(layer, &disk).await?;
+    let mut cfg = lab.vm_config("rsrc", &disk);
+    cfg.memory = warren_vm::MemoryBacking::Private(dir.join(snapshot::MEM_FILE));
+    let vm = snapshot::restore(cfg.clone(), dir).await?;
+    vm.wait_agent(AGENT_TIMEOUT).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(Source {
+        name: "rsrc",
+        vm,
+        cfg,
+        disk,
+        layers: 0,
+    })
+}
+
+/// Live snapshots, then (given the default bandwidth) one naive save per bandwidth setting.
+/// Returns the figures, the last live snapshot and the raised-bandwidth naive save (only kept
+/// when `!dirty`).
 async fn freeze(
     lab: &Lab,
     src: &mut Source,
     snapshots: u32,
-    default_bw: u64,
+    default_bw: Option<u64>,
     dirty: bool,
-) -> anyhow::Result<(Freeze, Option<Saved>, Saved)> {
+) -> anyhow::Result<(Freeze, Option<Saved>, Option<Saved>)> {
     let mut out = Freeze::default();
     let mut last = None;
     for i in 0..snapshots {
@@ -168,7 +211,11 @@ async fn freeze(
         }
     }
     let mut kept = None;
-    for bw in [Bandwidth::Default(default_bw), Bandwidth::Raised] {
+    let paths = match default_bw {
+        Some(bw) => vec![Bandwidth::Default(bw), Bandwidth::Raised],
+        None => Vec::new(),
+    };
+    for bw in paths {
         if dirty {
             lab::exec(&src.vm, DIRTY_256)
                 .await
@@ -193,13 +240,12 @@ async fn freeze(
             }
         }
     }
-    let kept = kept.context("no naive save")?;
     if dirty {
         // Figures only: free the disk space now.
         if let Some(Saved::Live { dir, .. }) = &last {
             let _ = std::fs::remove_dir_all(dir);
         }
-        if let Saved::Naive { file, .. } = &kept {
+        if let Some(Saved::Naive { file, .. }) = &kept {
             let _ = std::fs::remove_file(file);
         }
         let _ = lab::exec(&src.vm, "kill $(cat /tmp/fill.pid)").await;

@@ -70,6 +70,7 @@ pub async fn save(
     let caps = json!({ "capabilities": [
         { "capability": "pause-before-switchover", "state": false },
         { "capability": "x-ignore-shared", "state": false },
+        { "capability": "background-snapshot", "state": false },
     ]});
     q.execute("migrate-set-capabilities", Some(caps)).await?;
     let params = json!({

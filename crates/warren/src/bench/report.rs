@@ -102,6 +102,9 @@ pub struct Report {
     pub default_bandwidth: u64,
     pub freeze_idle: Freeze,
     pub freeze_dirty: Freeze,
+    /// The same two states for a source that was started from a snapshot (live path only).
+    pub freeze_restored_idle: Freeze,
+    pub freeze_restored_dirty: Freeze,
     pub restore_live: Summary,
     pub restore_naive: Summary,
     pub fork_live: Fork,
@@ -124,6 +127,8 @@ impl Report {
             "freeze": {
                 "idle": self.freeze_idle.to_json(),
                 "dirty_256mib": self.freeze_dirty.to_json(),
+                "restored_source_idle": self.freeze_restored_idle.to_json(),
+                "restored_source_dirty_256mib": self.freeze_restored_dirty.to_json(),
             },
             "restore_to_agent": {
                 "live": self.restore_live.to_json(),
@@ -160,6 +165,8 @@ impl Report {
         for (label, f) in [
             ("idle", &self.freeze_idle),
             ("256 MiB dirty", &self.freeze_dirty),
+            ("restored, idle", &self.freeze_restored_idle),
+            ("restored, dirty", &self.freeze_restored_dirty),
         ] {
             let naive = format!(
                 "{} / {}",
