@@ -20,8 +20,8 @@ use warren_vm::snapshot::{
 use warren_vm::{Accel, MemoryBacking, Vm, VmConfig};
 
 use crate::runtime::{
-    AttachSpec, BoxError, BoxFuture, Runtime, RuntimeError, SnapshotTaken, StartedVm, VmExit,
-    VmInfo, VmSpec,
+    AttachSpec, BoxError, BoxFuture, Runtime, RuntimeError, SnapshotKind, SnapshotTaken, StartedVm,
+    VmExit, VmInfo, VmSpec,
 };
 
 /// The template every sandbox boots from until templates and snapshots are wired in.
@@ -198,7 +198,7 @@ impl QemuRuntime {
         &self,
         sandbox_id: &str,
         dir: PathBuf,
-        memory: bool,
+        kind: SnapshotKind,
     ) -> Result<SnapshotTaken, RuntimeError> {
         let running = self.vms().get(sandbox_id).cloned().ok_or_else(|| {
             RuntimeError::Snapshot(format!("no VM for sandbox {sandbox_id}").into())
@@ -212,8 +212,13 @@ impl QemuRuntime {
             next_node: format!("disk-{tag}"),
         };
         let snap_err = |e: snapshot::SnapshotError| RuntimeError::Snapshot(Box::new(e));
-        let (frozen, mem, devstate) = if memory {
-            let outcome = snapshot::take(&running.vm, &cfg, &switch, &dir)
+        let ram = match kind {
+            SnapshotKind::Fork => Some(snapshot::RamImage::InMemory),
+            SnapshotKind::Memory => Some(snapshot::RamImage::Durable),
+            SnapshotKind::DiskOnly => None,
+        };
+        let (frozen, mem, devstate) = if let Some(ram) = ram {
+            let outcome = snapshot::take(&running.vm, &cfg, &switch, &dir, ram)
                 .await
                 .map_err(snap_err)?;
             (
@@ -406,10 +411,10 @@ impl Runtime for QemuRuntime {
         &self,
         sandbox_id: &str,
         dir: PathBuf,
-        memory: bool,
+        kind: SnapshotKind,
     ) -> BoxFuture<'_, Result<SnapshotTaken, RuntimeError>> {
         let id = sandbox_id.to_owned();
-        Box::pin(async move { self.snapshot_vm(&id, dir, memory).await })
+        Box::pin(async move { self.snapshot_vm(&id, dir, kind).await })
     }
 
     fn start_from_snapshot(

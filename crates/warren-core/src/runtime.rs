@@ -100,6 +100,30 @@ pub struct SnapshotTaken {
     pub frozen_ms: u64,
 }
 
+/// What a snapshot captures, and how long its RAM image is meant to last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// The disk only; sandboxes started from it boot afresh.
+    DiskOnly,
+    /// Disk and memory, the RAM image written out and checksummed: a snapshot that lasts.
+    Memory,
+    /// Disk and memory, the RAM image left in host memory: for a fork, whose snapshot only
+    /// lives while its sandboxes start. Its directory must be removed with
+    /// `warren_vm::snapshot::remove_dir`, which frees that memory.
+    Fork,
+}
+
+impl SnapshotKind {
+    /// `Memory` or `DiskOnly`, as the API's `memory` flag asks.
+    pub fn with_memory(memory: bool) -> Self {
+        if memory {
+            SnapshotKind::Memory
+        } else {
+            SnapshotKind::DiskOnly
+        }
+    }
+}
+
 /// The VM layer as seen by the control plane.
 pub trait Runtime: Send + Sync + 'static {
     /// Boots a VM for `spec`.
@@ -112,14 +136,14 @@ pub trait Runtime: Send + Sync + 'static {
     fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Option<StartedVm>, RuntimeError>>;
 
     /// Takes a live snapshot of the running VM of `sandbox_id` into the new directory
-    /// `dir` (memory and disk; `memory: false` keeps only the disk). The VM keeps running.
+    /// `dir`, of the given kind. The VM keeps running.
     fn snapshot(
         &self,
         sandbox_id: &str,
         dir: PathBuf,
-        memory: bool,
+        kind: SnapshotKind,
     ) -> BoxFuture<'_, Result<SnapshotTaken, RuntimeError>> {
-        let _ = (sandbox_id, dir, memory);
+        let _ = (sandbox_id, dir, kind);
         Box::pin(async { Err(RuntimeError::Unsupported("snapshots")) })
     }
 

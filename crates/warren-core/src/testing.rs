@@ -203,9 +203,10 @@ impl Runtime for FakeRuntime {
         &self,
         sandbox_id: &str,
         dir: std::path::PathBuf,
-        memory: bool,
+        kind: crate::runtime::SnapshotKind,
     ) -> BoxFuture<'_, Result<SnapshotTaken, RuntimeError>> {
         let id = sandbox_id.to_owned();
+        let memory = kind != crate::runtime::SnapshotKind::DiskOnly;
         Box::pin(async move {
             let fail = |what| RuntimeError::Snapshot(Box::new(FakeError(what)));
             if self.fail_snapshot.load(Ordering::SeqCst) {

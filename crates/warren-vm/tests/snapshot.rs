@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use warren_image::{ImageOptions, NoProgress};
 use warren_proto::connect::{Envelope, EnvelopeDecoder};
-use warren_vm::snapshot::{self, DiskSwitch};
+use warren_vm::snapshot::{self, DiskSwitch, RamImage};
 use warren_vm::{Vm, VmConfig, create_overlay};
 
 fn target_dir() -> PathBuf {
@@ -118,7 +118,7 @@ async fn clones_continue_from_the_snapshot_and_diverge() {
         next_node: "disk1".into(),
     };
     let before = count(&src).await;
-    let outcome = snapshot::take(&src, &src_cfg, &switch, &snap_dir)
+    let outcome = snapshot::take(&src, &src_cfg, &switch, &snap_dir, RamImage::Durable)
         .await
         .expect("snapshot");
     let after = count(&src).await;
@@ -180,7 +180,7 @@ async fn clones_continue_from_the_snapshot_and_diverge() {
     };
     let clone_cfg = vm_cfg("clone0", &clone_disk);
     let snap2 = d.join("snap2");
-    let second = snapshot::take(&clones[0], &clone_cfg, &switch, &snap2)
+    let second = snapshot::take(&clones[0], &clone_cfg, &switch, &snap2, RamImage::Durable)
         .await
         .expect("snapshot of a clone");
     let disk = d.join("grandchild.qcow2");

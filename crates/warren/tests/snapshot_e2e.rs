@@ -114,13 +114,35 @@ fn fork_starts_copies_in_the_same_state() {
             assert_eq!(run(&sb, "cat /tmp/marker").await, "forked\n");
             guards.push(KillOnDrop(Some(sb)));
         }
-        // Fork leaves no snapshot behind.
+        // Fork leaves no snapshot behind, listed or on disk.
         let query = SnapshotQuery {
             sandbox_id: Some(source.id().to_owned()),
             ..Default::default()
         };
         let left = client.list_snapshots(&query).await.unwrap();
         assert!(left.is_empty(), "{left:?}");
+        let snapshots_dir = server().data_dir.join("snapshots");
+        let leftovers: Vec<_> = std::fs::read_dir(&snapshots_dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            !leftovers
+                .iter()
+                .any(|n| n.to_string_lossy().contains("fork")),
+            "{leftovers:?}"
+        );
+        // A fork (its RAM mapped from the fork's in-memory image) can itself be snapshotted,
+        // and a sandbox from that snapshot has the fork's files and its own later writes.
+        let fork = guards[0].0.clone().expect("a fork");
+        run(&fork, "echo second > /tmp/marker2").await;
+        let snap = fork.create_snapshot(None).await.unwrap();
+        let from_fork = common::create(&client, &snap.snapshot_id).await;
+        let _g2 = KillOnDrop(Some(from_fork.clone()));
+        assert_eq!(
+            run(&from_fork, "cat /tmp/marker /tmp/marker2").await,
+            "forked\nsecond\n"
+        );
+        assert!(client.delete_snapshot(&snap.snapshot_id).await.unwrap());
     });
 }
 

@@ -59,7 +59,7 @@ pub struct CreateSandbox {
     pub allow_internet: Option<bool>,
     pub auto_pause: bool,
     pub auto_resume: bool,
-    /// Template builds only: where to boot from instead of resolving `template_id`.
+    /// Template builds and forks: where to boot from instead of resolving `template_id`.
     pub boot_from: Option<BootFrom>,
     /// vCPUs; `None` = the template's default, else the configured default.
     pub vcpus: Option<u32>,

@@ -27,7 +27,7 @@ use warren_proto::api::Sandbox;
 use super::query::sandbox_of;
 use super::{ConnectError, PauseError, SandboxManager, transition};
 use crate::lifecycle::{Phase, Transition, check};
-use crate::runtime::{StartedVm, VmSpec};
+use crate::runtime::{SnapshotKind, StartedVm, VmSpec};
 use crate::store::SandboxRecord;
 
 /// The pause snapshot's directory inside a run dir.
@@ -158,7 +158,7 @@ impl SandboxManager {
         let taken = self
             .inner
             .runtime
-            .snapshot(&record.id, tmp.clone(), memory)
+            .snapshot(&record.id, tmp.clone(), SnapshotKind::with_memory(memory))
             .await;
         let taken = match taken {
             Ok(t) => t,

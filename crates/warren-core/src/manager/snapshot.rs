@@ -19,7 +19,7 @@ use warren_proto::api::SnapshotInfo;
 use super::{CreateSandbox, SandboxManager, now};
 use crate::ids;
 use crate::lifecycle::Phase;
-use crate::runtime::{RuntimeError, SnapshotTaken};
+use crate::runtime::{RuntimeError, SnapshotKind, SnapshotTaken};
 use crate::store::{SnapshotRecord, StoreError};
 
 /// The agent token file inside a snapshot directory.
@@ -150,7 +150,8 @@ impl SandboxManager {
         let dir = self
             .snapshots_dir()
             .join(ids::secret(16).to_ascii_lowercase());
-        let taken = self.take_into(sandbox_id, &token, &dir, memory).await?;
+        let kind = SnapshotKind::with_memory(memory);
+        let taken = self.take_into(sandbox_id, &token, &dir, kind).await?;
         let record = SnapshotRecord {
             id: id.clone(),
             names: vec![id.clone()],
@@ -199,7 +200,8 @@ impl SandboxManager {
             }
             entry.record.access_token.clone()
         };
-        self.take_into(sandbox_id, &token, dir, memory).await
+        self.take_into(sandbox_id, &token, dir, SnapshotKind::with_memory(memory))
+            .await
     }
 
     /// Fills `.tmp-<name>` beside `dir`, writes the agent token, renames it to `dir` and
@@ -209,7 +211,7 @@ impl SandboxManager {
         sandbox_id: &str,
         token: &str,
         dir: &Path,
-        memory: bool,
+        kind: SnapshotKind,
     ) -> Result<SnapshotTaken, SnapshotError> {
         let root = dir.parent().unwrap_or(Path::new("/")).to_owned();
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -222,7 +224,7 @@ impl SandboxManager {
         let taken = self
             .inner
             .runtime
-            .snapshot(sandbox_id, tmp.clone(), memory)
+            .snapshot(sandbox_id, tmp.clone(), kind)
             .await;
         let taken = match taken {
             Ok(t) => t,
@@ -310,7 +312,7 @@ impl SandboxManager {
                     for pid in warren_vm::snapshot::recover::kill_qemus_under(&dir) {
                         tracing::info!(pid, "killed the recorder of an unfinished snapshot");
                     }
-                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = warren_vm::snapshot::remove_dir(&dir);
                 }
             }
         }
@@ -366,7 +368,10 @@ impl SandboxManager {
     }
 
     /// Forks a running sandbox `count` times: one live snapshot, then `count` sandboxes
-    /// started from it concurrently. The snapshot itself is not kept.
+    /// started from it concurrently. The snapshot itself is not kept: it is never recorded,
+    /// its RAM image stays in host memory rather than being written out (the forks map it
+    /// and keep it alive until they end), and its directory is removed once they started.
+    /// Its name starts with `.tmp-`, so a crash midway leaves nothing a restart keeps.
     pub async fn fork(
         &self,
         sandbox_id: &str,
@@ -376,27 +381,45 @@ impl SandboxManager {
         if !(1..=20).contains(&count) {
             return Err(SnapshotError::InvalidCount(count));
         }
-        let (metadata, env_vars, allow_internet) = {
+        let (template_id, token, metadata, env_vars, allow_internet) = {
             let live = self.live();
             let entry = live
                 .get(sandbox_id)
                 .ok_or_else(|| SnapshotError::SandboxNotFound(sandbox_id.to_owned()))?;
             let r = &entry.record;
-            (r.metadata.clone(), r.env_vars.clone(), r.allow_internet)
+            if r.phase != Phase::Running {
+                return Err(SnapshotError::NotRunning(sandbox_id.to_owned()));
+            }
+            (
+                r.template_id.clone(),
+                r.access_token.clone(),
+                r.metadata.clone(),
+                r.env_vars.clone(),
+                r.allow_internet,
+            )
         };
-        let snap = self.create_snapshot(sandbox_id, None, true).await?;
+        let dir = self.snapshots_dir().join(format!(
+            ".tmp-fork-{}",
+            ids::secret(12).to_ascii_lowercase()
+        ));
+        self.take_into(sandbox_id, &token, &dir, SnapshotKind::Fork)
+            .await?;
         let creates = (0..count).map(|_| {
             self.create(CreateSandbox {
-                template_id: snap.snapshot_id.clone(),
+                template_id: template_id.clone(),
                 timeout,
                 metadata: metadata.clone(),
                 env_vars: env_vars.clone(),
                 allow_internet,
+                boot_from: Some(super::BootFrom::Dir(dir.clone())),
                 ..Default::default()
             })
         });
         let forks = futures::future::join_all(creates).await;
-        self.delete_snapshot(&snap.snapshot_id).await?;
+        if let Err(e) = warren_vm::snapshot::remove_dir(&dir) {
+            tracing::warn!(sandbox_id, error = %e, "cannot remove a fork's snapshot");
+        }
+        self.collect_garbage().await;
         Ok(forks)
     }
 }

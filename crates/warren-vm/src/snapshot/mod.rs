@@ -179,17 +179,31 @@ pub struct DiskSwitch {
     pub next_node: String,
 }
 
+/// Where a snapshot's RAM image is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RamImage {
+    /// Written into the snapshot directory, synced and checksummed: a snapshot that lasts.
+    Durable,
+    /// Left in host memory (the recorder's tmpfs file), `mem` a symbolic link to it, with no
+    /// checksum: for a snapshot that lives only while sandboxes are started from it (a fork),
+    /// which then need not wait for the image to be written out. Such a directory must be
+    /// removed with [`remove_dir`], which frees the memory. Without room in tmpfs the image is
+    /// written out as for `Durable`.
+    InMemory,
+}
+
 /// Takes a live snapshot of `source` (launched with `source_cfg`) into `dir`.
 ///
-/// On success `dir` holds `mem` and `devstate`, both synced; writing the manifest is left to
-/// the caller (it knows the disk layer's final place and the snapshot id). On failure the
-/// source is running again (best effort: it is resumed on every error path after it was
-/// stopped), and the caller removes `dir`.
+/// On success `dir` holds `mem` and `devstate`, both synced (or `mem` in memory, see
+/// [`RamImage`]); writing the manifest is left to the caller (it knows the disk layer's final
+/// place and the snapshot id). On failure the source is running again (best effort: it is
+/// resumed on every error path after it was stopped), and the caller removes `dir`.
 pub async fn take(
     source: &Vm,
     source_cfg: &VmConfig,
     disk: &DiskSwitch,
     dir: &Path,
+    ram: RamImage,
 ) -> Result<SnapshotOutcome, SnapshotError> {
     let started = Instant::now();
     let prepare = |source| SnapshotError::PrepareDir {
@@ -224,7 +238,9 @@ pub async fn take(
         .await
         .map_err(SnapshotError::LaunchRecorder)?;
     // QEMU has mapped its RAM file by now (memory backends exist before QMP answers).
-    staging.unlink();
+    if ram == RamImage::Durable {
+        staging.unlink();
+    }
     let launched = started.elapsed();
     let image = staging.image_path();
     let mut result = record(source, source_cfg, &recorder, disk, dir, &image).await;
@@ -241,6 +257,19 @@ pub async fn take(
     let _ = std::fs::remove_dir_all(&recorder_run);
     let _ = std::fs::remove_file(&recorder_disk);
     let frozen_for = result?;
+    if ram == RamImage::InMemory
+        && let Some(memory) = staging.keep_as(&mem_path).map_err(SnapshotError::Files)?
+    {
+        let devstate = manifest::file_ref(dir, DEVSTATE_FILE).map_err(SnapshotError::Files)?;
+        tracing::debug!(vm = %source.id(), ?launched, ?recorded, ?frozen_for, "snapshot taken");
+        return Ok(SnapshotOutcome {
+            frozen_disk: disk.current.clone(),
+            frozen_for,
+            total: started.elapsed(),
+            memory,
+            devstate,
+        });
+    }
     let persist = {
         let mem_path = mem_path.clone();
         tokio::task::spawn_blocking(move || staging.persist(&mem_path))
@@ -406,6 +435,13 @@ async fn patch(
     .await
     .map_err(|e| SnapshotError::Files(std::io::Error::other(e)))?
     .map_err(SnapshotError::Files)
+}
+
+/// Removes a snapshot directory, and the RAM image it keeps in memory if it was taken with
+/// [`RamImage::InMemory`] (VMs started from it keep their mappings of that image).
+pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    staging::release(&dir.join(MEM_FILE));
+    std::fs::remove_dir_all(dir)
 }
 
 /// The file a VM maps as its RAM, if it is not a fresh memfd.

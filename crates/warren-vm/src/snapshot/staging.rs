@@ -18,8 +18,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use super::FileRef;
+
 /// Folder of the staged RAM files.
 const SHM_DIR: &str = "/dev/shm";
+/// Name prefix of the staged RAM files.
+const PREFIX: &str = "warren-ram-";
 /// Granularity of the zero check when writing the image out.
 const PAGE: usize = 4096;
 
@@ -54,7 +58,7 @@ impl Staging {
             );
             return direct;
         }
-        let name = format!("warren-ram-{:016x}", rand::random::<u64>());
+        let name = format!("{PREFIX}{:016x}", rand::random::<u64>());
         let path = Path::new(SHM_DIR).join(name);
         let created = std::fs::OpenOptions::new()
             .read(true)
@@ -95,6 +99,25 @@ impl Staging {
         }
     }
 
+    /// Keeps the staged image where it is, in tmpfs, and links `link` to it (see
+    /// `RamImage::InMemory`). `None` when nothing is staged (the recorder wrote to the final
+    /// file directly, which then is the image).
+    pub(super) fn keep_as(&mut self, link: &Path) -> io::Result<Option<FileRef>> {
+        if self.shm.is_none() || !self.named {
+            return Ok(None);
+        }
+        let size = std::fs::metadata(&self.path)?.len();
+        std::os::unix::fs::symlink(&self.path, link)?;
+        // From here the link owns the file; `release` removes it.
+        self.named = false;
+        let name = link.file_name().map(|n| n.to_string_lossy().into_owned());
+        Ok(Some(FileRef {
+            path: name.unwrap_or_default(),
+            size,
+            sha256: String::new(),
+        }))
+    }
+
     /// Writes the image's non-zero pages to `final_path` (a new, sparse file) and returns the
     /// image's size and SHA-256, computed from the staged copy (reading the sparse file back
     /// would fault in every hole). `None` when the recorder wrote to `final_path` directly.
@@ -118,6 +141,20 @@ impl Staging {
                 .map_err(|_| io::Error::other("the hashing thread panicked"))??;
             Ok(Some((len, digest)))
         })
+    }
+}
+
+/// If `link` is a symbolic link to a staged image kept in tmpfs, removes that image.
+pub(super) fn release(link: &Path) {
+    let Ok(target) = std::fs::read_link(link) else {
+        return;
+    };
+    let staged = target.parent() == Some(Path::new(SHM_DIR))
+        && target
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX));
+    if staged {
+        let _ = std::fs::remove_file(&target);
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use warren_vm::Vm;
-use warren_vm::snapshot::{self, DiskSwitch};
+use warren_vm::snapshot::{self, DiskSwitch, RamImage};
 
 use super::lab::{self, Lab};
 use super::naive::{self, Bandwidth};
@@ -193,7 +193,7 @@ async fn freeze(
             next_node: node,
         };
         let dir = lab::file(lab, &lab.name("snap"));
-        let o = snapshot::take(&src.vm, &src.cfg, &switch, &dir)
+        let o = snapshot::take(&src.vm, &src.cfg, &switch, &dir, RamImage::Durable)
             .await
             .context("live snapshot")?;
         src.disk = next;
@@ -311,7 +311,7 @@ async fn fork(lab: &Lab, src: &mut Source, live: bool) -> anyhow::Result<Fork> {
             next_node: node,
         };
         let dir = lab::file(lab, &lab.name("fork-snap"));
-        let o = snapshot::take(&src.vm, &src.cfg, &switch, &dir).await?;
+        let o = snapshot::take(&src.vm, &src.cfg, &switch, &dir, RamImage::InMemory).await?;
         Saved::Live {
             dir,
             disk: o.frozen_disk,
@@ -370,7 +370,7 @@ async fn fork(lab: &Lab, src: &mut Source, live: bool) -> anyhow::Result<Fork> {
     }
     match saved {
         Saved::Live { dir, .. } => {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = snapshot::remove_dir(&dir);
         }
         Saved::Naive { file, .. } => {
             let _ = std::fs::remove_file(file);
