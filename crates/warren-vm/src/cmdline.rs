@@ -13,6 +13,9 @@ use crate::config::{AGENT_GUEST_PORT, Accel, MemoryBacking, VmConfig};
 pub(crate) const QMP_SOCKET: &str = "qmp.sock";
 pub(crate) const CONSOLE_LOG: &str = "console.log";
 pub(crate) const QEMU_LOG: &str = "qemu.log";
+/// The descriptor number under which QEMU inherits an incoming device state (see
+/// `VmConfig::incoming_state`).
+pub(crate) const INCOMING_FD: i32 = 3;
 pub(crate) const PID_FILE: &str = "qemu.pid";
 /// The memory backend's id; a RAM-file restore must use the same id and size.
 pub const RAM_BACKEND_ID: &str = "ram0";

@@ -66,6 +66,12 @@ pub struct VmConfig {
     /// Start paused, waiting for an incoming migration (`-S -incoming defer`) instead of
     /// booting: used to restore snapshots and by the snapshot recorder.
     pub incoming: bool,
+    /// With `incoming`: a device state file that QEMU inherits as descriptor 3, for
+    /// `migrate-incoming fd:3`. Restoring a snapshot uses it rather than an `exec:cat` URI,
+    /// which would start a shell and `cat` on the way to a running sandbox. (QEMU 7.2 cannot
+    /// start the load by itself: `x-ignore-shared` must be set over QMP first.)
+    #[serde(default)]
+    pub incoming_state: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -91,6 +97,7 @@ impl VmConfig {
             accel: Accel::Tcg,
             memory: MemoryBacking::Fresh,
             incoming: false,
+            incoming_state: None,
         }
     }
 }

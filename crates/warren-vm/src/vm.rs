@@ -284,14 +284,40 @@ async fn spawn(cfg: &VmConfig, port: u16, cmdline: &str) -> Result<Vm, LaunchErr
     let log2 = log.try_clone().map_err(prep)?;
     let args = cmdline::qemu_args(cfg, port, cmdline);
     tracing::debug!(vm = %cfg.id, ?args, "starting QEMU");
-    let mut child = tokio::process::Command::new(QEMU)
+    let mut command = tokio::process::Command::new(QEMU);
+    command
         .args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .map_err(LaunchError::Spawn)?;
+        .process_group(0);
+    // Kept open until QEMU has started: the child gets its own copy as descriptor 3.
+    let incoming = match cfg.incoming_state.as_ref().filter(|_| cfg.incoming) {
+        Some(path) => Some(std::fs::File::open(path).map_err(prep)?),
+        None => None,
+    };
+    if let Some(file) = &incoming {
+        use std::os::fd::AsRawFd as _;
+        let fd = file.as_raw_fd();
+        let target = cmdline::INCOMING_FD;
+        // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls
+        // are allowed: `dup2` and `fcntl` are, and nothing here allocates or locks.
+        unsafe {
+            command.pre_exec(move || {
+                if fd == target {
+                    // Already in place: only the close-on-exec flag must go.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().map_err(LaunchError::Spawn)?;
+    drop(incoming);
     let pid = child.id().unwrap_or_default();
 
     let qmp_path = cfg.run_dir.join(QMP_SOCKET);

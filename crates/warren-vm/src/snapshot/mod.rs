@@ -234,6 +234,8 @@ pub async fn take(
     rec_cfg.agent_host_port = 0;
     rec_cfg.memory = MemoryBacking::Shared(staging.qemu_path().to_owned());
     rec_cfg.incoming = true;
+    // A restored source's config names the state it was restored from; the recorder waits.
+    rec_cfg.incoming_state = None;
     let recorder = Vm::launch(rec_cfg)
         .await
         .map_err(SnapshotError::LaunchRecorder)?;
@@ -525,10 +527,11 @@ async fn disk_virtual_size(qmp_: &Qmp) -> Result<u64, SnapshotError> {
 pub async fn restore(mut cfg: VmConfig, dir: &Path) -> Result<Vm, RestoreError> {
     cfg.memory = MemoryBacking::Private(dir.join(MEM_FILE));
     cfg.incoming = true;
+    cfg.incoming_state = Some(dir.join(DEVSTATE_FILE));
     let started = Instant::now();
     let vm = Vm::launch(cfg).await.map_err(RestoreError::Launch)?;
     let launched = started.elapsed();
-    if let Err(e) = load_and_run(&vm, dir).await {
+    if let Err(e) = load_and_run(&vm).await {
         let _ = vm.kill().await;
         return Err(e);
     }
@@ -536,14 +539,15 @@ pub async fn restore(mut cfg: VmConfig, dir: &Path) -> Result<Vm, RestoreError> 
     Ok(vm)
 }
 
-async fn load_and_run(vm: &Vm, dir: &Path) -> Result<(), RestoreError> {
+async fn load_and_run(vm: &Vm) -> Result<(), RestoreError> {
     let q = vm.qmp();
     let map = |step| move |source| RestoreError::Qmp { step, source };
     let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
     q.execute("migrate-set-capabilities", Some(caps))
         .await
         .map_err(map("capabilities"))?;
-    let uri = format!("exec:cat {}", shell_quote(&dir.join(DEVSTATE_FILE)));
+    // The device state file is QEMU's descriptor 3 (`incoming_state`).
+    let uri = format!("fd:{}", crate::cmdline::INCOMING_FD);
     q.execute("migrate-incoming", Some(json!({ "uri": uri })))
         .await
         .map_err(map("load devices"))?;
