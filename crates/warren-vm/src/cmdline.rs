@@ -5,7 +5,7 @@
 //! snapshots can copy or map the guest's memory as a plain file. `-no-reboot` turns any guest
 //! reboot or kernel panic (`panic=-1`) into a QEMU exit.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::{AGENT_GUEST_PORT, Accel, MemoryBacking, VmConfig};
 
@@ -114,7 +114,10 @@ pub fn qemu_args(cfg: &VmConfig, agent_port: u16, cmdline: &str) -> Vec<String> 
         "-device".into(),
         "virtio-rng-device,rng=rng0".into(),
         "-qmp".into(),
-        format!("unix:{},server=on,wait=off", run(QMP_SOCKET)),
+        format!(
+            "unix:{},server=on,wait=off",
+            path_arg(&qmp_socket(&cfg.run_dir))
+        ),
         "-pidfile".into(),
         run(PID_FILE),
     ];
@@ -151,6 +154,25 @@ fn escape(value: &str) -> String {
     value.replace(',', ",,")
 }
 
+/// Where the QMP socket of the VM whose run dir is `run_dir` lives: `qmp.sock` in the run
+/// dir, unless that path is too long for a Unix socket address (107 bytes; a deep data dir or
+/// a snapshot's recorder run dir exceeds it). Then it is a name in the system's temporary
+/// directory derived from the run dir, so that re-adopting the VM after a restart finds it
+/// the same way.
+pub(crate) fn qmp_socket(run_dir: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let inside = run_dir.join(QMP_SOCKET);
+    if inside.as_os_str().len() <= MAX_SOCKET_PATH {
+        return inside;
+    }
+    let digest = sha2::Sha256::digest(run_dir.as_os_str().as_encoded_bytes());
+    let name = format!("warren-qmp-{}.sock", hex::encode(&digest[..12]));
+    std::env::temp_dir().join(name)
+}
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes, NUL included).
+const MAX_SOCKET_PATH: usize = 107;
+
 fn path_arg(path: &Path) -> String {
     escape(&path.to_string_lossy())
 }
@@ -158,6 +180,21 @@ fn path_arg(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qmp_sockets_stay_within_the_unix_address_limit() {
+        let short = Path::new("/var/lib/warren/run/sb1");
+        assert_eq!(qmp_socket(short), short.join("qmp.sock"));
+        let deep = PathBuf::from(format!("/data/{}/snapshots/x/recorder", "d".repeat(120)));
+        let moved = qmp_socket(&deep);
+        assert!(moved.as_os_str().len() <= MAX_SOCKET_PATH, "{moved:?}");
+        assert_eq!(
+            moved,
+            qmp_socket(&deep),
+            "the same run dir, the same socket"
+        );
+        assert_ne!(moved, qmp_socket(&deep.join("other")));
+    }
 
     fn cfg() -> VmConfig {
         VmConfig::new("sb1", "/k/vmlinux", "/k/initrd", "/d/a,b.qcow2", "/run/sb1")

@@ -52,7 +52,8 @@ pub struct VmConfig {
     pub cmdline_extra: Vec<String>,
     /// The VM's own qcow2 (normally an overlay made by [`crate::create_overlay`]).
     pub root_disk: PathBuf,
-    /// Holds `qmp.sock`, `console.log`, `qemu.log`, the RAM file `mem`, `qemu.pid` and
+    /// Holds `qmp.sock` (elsewhere when this path is too long for a socket: see
+    /// `cmdline::qmp_socket`), `console.log`, `qemu.log`, the RAM file `mem`, `qemu.pid` and
     /// `vm.json`. Created if missing.
     pub run_dir: PathBuf,
     /// Host port forwarded to the agent; 0 picks a free one.

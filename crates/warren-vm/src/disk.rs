@@ -5,6 +5,20 @@ use std::path::Path;
 /// Why an overlay could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
+    /// The base image's header could not be read (missing, or not qcow2).
+    #[error("cannot read the base image {path}")]
+    ReadBase {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The overlay file could not be written.
+    #[error("cannot write the overlay {path}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot run qemu-img")]
     Spawn(#[source] std::io::Error),
     #[error("qemu-img create failed ({status}): {stderr}")]
@@ -15,22 +29,19 @@ pub enum OverlayError {
 }
 
 /// Creates the qcow2 overlay `path` backed by the qcow2 `base` (which must stay unchanged).
+/// `path` must not exist. The file is written directly (see `qcow2`), not by `qemu-img`.
 pub async fn create_overlay(base: &Path, path: &Path) -> Result<(), OverlayError> {
-    let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2"]);
-    // With the size given, qemu-img need not open the whole backing chain to learn it (about
-    // half its run time, which counts in starting a sandbox). Without it, qemu-img reads the
-    // size itself and reports a broken base.
-    match qcow2_virtual_size(base) {
-        Ok(size) => cmd
-            .arg("-u")
-            .arg("-b")
-            .arg(base)
-            .arg(path)
-            .arg(size.to_string()),
-        Err(_) => cmd.arg("-b").arg(base).arg(path),
-    };
-    run_qemu_img(cmd).await
+    let (base, path) = (base.to_owned(), path.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let size = qcow2_virtual_size(&base).map_err(|source| OverlayError::ReadBase {
+            path: base.clone(),
+            source,
+        })?;
+        crate::qcow2::write_overlay(&base, size, &path)
+            .map_err(|source| OverlayError::Write { path, source })
+    })
+    .await
+    .map_err(|e| OverlayError::Spawn(std::io::Error::other(e)))?
 }
 
 /// The virtual size in a qcow2 header.
@@ -144,7 +155,7 @@ mod tests {
         let orphan = dir.path().join("orphan.qcow2");
         let missing = create_overlay(&dir.path().join("missing.qcow2"), &orphan).await;
         assert!(
-            matches!(missing, Err(OverlayError::Failed { .. })),
+            matches!(missing, Err(OverlayError::ReadBase { .. })),
             "{missing:?}"
         );
     }

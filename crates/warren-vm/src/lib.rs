@@ -19,6 +19,7 @@ mod disk;
 mod error;
 mod health;
 mod probe;
+mod qcow2;
 pub mod qmp;
 pub mod snapshot;
 mod tsc;

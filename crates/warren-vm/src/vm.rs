@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::cmdline::{self, CONSOLE_LOG, PID_FILE, QEMU_LOG, QMP_SOCKET};
+use crate::cmdline::{self, CONSOLE_LOG, PID_FILE, QEMU_LOG};
 use crate::config::VmConfig;
 use crate::error::{AgentWaitError, AttachError, LaunchError, StopError};
 use crate::health::health_status;
@@ -110,7 +110,7 @@ impl Vm {
                 path: path.clone(),
                 source,
             })?;
-        let qmp_path = run_dir.join(QMP_SOCKET);
+        let qmp_path = cmdline::qmp_socket(run_dir);
         // Guards against a recycled pid: the process must be the QEMU of this run dir.
         if !is_our_qemu(state.pid, &qmp_path) {
             return Err(AttachError::NotRunning { pid: state.pid });
@@ -273,8 +273,9 @@ async fn spawn(cfg: &VmConfig, port: u16, cmdline: &str) -> Result<Vm, LaunchErr
         path: cfg.run_dir.clone(),
         source,
     };
-    for stale in [QMP_SOCKET, PID_FILE, STATE_FILE] {
-        match std::fs::remove_file(cfg.run_dir.join(stale)) {
+    let stale = [PID_FILE, STATE_FILE].map(|name| cfg.run_dir.join(name));
+    for stale in [cmdline::qmp_socket(&cfg.run_dir)].iter().chain(&stale) {
+        match std::fs::remove_file(stale) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(prep(e)),
             _ => {}
         }
@@ -320,7 +321,7 @@ async fn spawn(cfg: &VmConfig, port: u16, cmdline: &str) -> Result<Vm, LaunchErr
     drop(incoming);
     let pid = child.id().unwrap_or_default();
 
-    let qmp_path = cfg.run_dir.join(QMP_SOCKET);
+    let qmp_path = cmdline::qmp_socket(&cfg.run_dir);
     let deadline = Instant::now() + QMP_STARTUP;
     let qmp = loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -360,6 +361,7 @@ async fn spawn(cfg: &VmConfig, port: u16, cmdline: &str) -> Result<Vm, LaunchErr
     let (tx, exit) = watch::channel(None);
     let id = cfg.id.clone();
     // The watcher owns the child and reaps it, even if the Vm is dropped.
+    let outside = (!qmp_path.starts_with(&cfg.run_dir)).then(|| qmp_path.clone());
     tokio::spawn(async move {
         let exit = match child.wait().await {
             Ok(status) => {
@@ -375,6 +377,10 @@ async fn spawn(cfg: &VmConfig, port: u16, cmdline: &str) -> Result<Vm, LaunchErr
             },
         };
         tracing::info!(vm = %id, %exit, "QEMU exited");
+        // A socket outside the run dir is not removed with it.
+        if let Some(socket) = outside {
+            let _ = std::fs::remove_file(socket);
+        }
         let _ = tx.send(Some(exit));
     });
     tracing::info!(vm = %cfg.id, pid, agent_port = port, accel = cfg.accel.as_qemu(), "VM started");

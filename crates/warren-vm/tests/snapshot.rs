@@ -179,7 +179,9 @@ async fn clones_continue_from_the_snapshot_and_diverge() {
         next_node: "disk1".into(),
     };
     let clone_cfg = vm_cfg("clone0", &clone_disk);
-    let snap2 = d.join("snap2");
+    // Deep enough that the recorder's run dir (`<snap2>/recorder`) is too long a path for a
+    // Unix socket: its QMP socket must move elsewhere and still work.
+    let snap2 = d.join(format!("snap2-{}", "deep".repeat(25)));
     let second = snapshot::take(&clones[0], &clone_cfg, &switch, &snap2, RamImage::Durable)
         .await
         .expect("snapshot of a clone");

@@ -101,8 +101,6 @@ impl BuildBackend for VmBuildBackend {
                     .manager
                     .config()
                     .template_snapshots_dir()
-                    // Short: the recorder's QMP socket lives below it, and a Unix socket
-                    // path may not exceed 107 bytes.
                     .join(crate::ids::secret(12).to_ascii_lowercase()),
                 layers_dir: self.manager.config().template_layers_dir(),
                 background: Vec::new(),
