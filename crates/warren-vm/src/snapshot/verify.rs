@@ -88,15 +88,19 @@ fn ram_mapping(pid: u32, memory_bytes: u64, hint: Option<&Path>) -> io::Result<u
 /// Used before a write-tracked snapshot (see `background`): QEMU reads every page itself
 /// before protecting them, and it does so after the guest was stopped; done here first, while
 /// the guest still runs, that read finds every page present and costs next to nothing.
+///
+/// Only the pages that are not present are read: after a VM's first snapshot that is usually
+/// none, and the call costs one pass over the pagemap.
 pub fn populate(pid: u32, memory_bytes: u64, hint: Option<&Path>) -> io::Result<()> {
     let base = ram_mapping(pid, memory_bytes, hint)?;
+    let missing = page_runs(pid, base, memory_bytes / PAGE, |entry| {
+        entry & PM_PRESENT == 0
+    })?;
     let mem = File::open(format!("/proc/{pid}/mem"))?;
-    let mut buf = vec![0u8; 2 << 20];
-    let mut offset = 0;
-    while offset < memory_bytes {
-        let len = usize::try_from((memory_bytes - offset).min(2 << 20)).unwrap_or(2 << 20);
-        mem.read_exact_at(&mut buf[..len], base + offset)?;
-        offset += len as u64;
+    let mut buf = vec![0u8; usize::try_from(BATCH_PAGES * PAGE).unwrap_or(1 << 21)];
+    for run in missing {
+        let len = usize::try_from(run.pages * PAGE).unwrap_or(0);
+        mem.read_exact_at(&mut buf[..len], base + run.first * PAGE)?;
     }
     Ok(())
 }
@@ -135,7 +139,9 @@ pub fn patch_image(
     image: &Path,
 ) -> io::Result<Verified> {
     let base = ram_mapping(pid, memory_bytes, hint)?;
-    let runs = candidate_runs(pid, base, memory_bytes / PAGE, candidates)?;
+    let runs = page_runs(pid, base, memory_bytes / PAGE, |entry| {
+        candidates.wants(entry)
+    })?;
     let mem = File::open(format!("/proc/{pid}/mem"))?;
     let out = std::fs::OpenOptions::new()
         .read(true)
@@ -174,8 +180,14 @@ struct Run {
     pages: u64,
 }
 
-/// Reads the source's pagemap and lists the runs of candidate pages.
-fn candidate_runs(pid: u32, base: u64, pages: u64, candidates: Candidates) -> io::Result<Vec<Run>> {
+/// Reads the pagemap of the `pages` guest pages at `base` in process `pid` and lists the runs
+/// of pages whose entry `wanted` accepts.
+fn page_runs(
+    pid: u32,
+    base: u64,
+    pages: u64,
+    wanted: impl Fn(u64) -> bool,
+) -> io::Result<Vec<Run>> {
     let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
     let mut entries = vec![0u8; usize::try_from(BATCH_PAGES * 8).unwrap_or(4096)];
     let mut runs = Vec::new();
@@ -186,7 +198,7 @@ fn candidate_runs(pid: u32, base: u64, pages: u64, candidates: Candidates) -> io
         pagemap.read_exact_at(&mut entries[..len], (base / PAGE + first) * 8)?;
         let wanted = |i: u64| {
             let at = usize::try_from(i * 8).unwrap_or(0);
-            candidates.wants(u64::from_le_bytes(
+            wanted(u64::from_le_bytes(
                 entries[at..at + 8].try_into().unwrap_or_default(),
             ))
         };
@@ -293,6 +305,44 @@ mod tests {
         let patched = std::fs::read(&image).unwrap();
         assert_eq!(&patched[..], &ram[..]);
         // SAFETY: unmapping the mapping created above; `ram` is not used afterwards.
+        unsafe { libc::munmap(ptr, len) };
+    }
+
+    /// `populate` leaves every page of the RAM mapping present (here: of this process).
+    #[test]
+    fn populate_faults_in_every_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("ram0-populate");
+        let len = 32 * PAGE_LEN;
+        let size = 32 * PAGE;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&backing)
+            .unwrap();
+        file.set_len(size).unwrap();
+        // SAFETY: a fresh shared mapping of a file we own, unmapped before returning.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let base = ptr as u64;
+        let pid = std::process::id();
+        let present = || page_runs(pid, base, 32, |e| e & PM_PRESENT != 0).unwrap();
+        assert!(present().is_empty(), "untouched pages are not present yet");
+        populate(pid, size, Some(&backing)).unwrap();
+        let runs = present();
+        assert_eq!(runs.iter().map(|r| r.pages).sum::<u64>(), 32, "{runs:?}");
+        // SAFETY: unmapping the mapping created above.
         unsafe { libc::munmap(ptr, len) };
     }
 
