@@ -34,10 +34,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::{
-    DiskSwitch, MAX_BANDWIDTH, MIGRATION_TIMEOUT, SnapshotError, qmp, resume, set_capabilities,
-    switch_disk, verify, wait_migration,
-};
+use super::migration::{describe, qmp, resume, set_capabilities, wait_migration};
+use super::{DiskSwitch, MAX_BANDWIDTH, MIGRATION_TIMEOUT, SnapshotError, switch_disk, verify};
 use crate::config::VmConfig;
 use crate::qmp::{Qmp, QmpError};
 use crate::vm::Vm;
@@ -138,7 +136,7 @@ async fn wait_resumed(
             Some("failed" | "cancelled") => {
                 return Err(SnapshotError::Migration {
                     step: "source: capture",
-                    status: super::describe(&st),
+                    status: describe(&st),
                 });
             }
             _ if Instant::now() > deadline => {

@@ -45,7 +45,10 @@
 
 mod background;
 pub mod manifest;
+mod migration;
+mod precopy;
 pub mod recover;
+mod restore;
 mod staging;
 mod verify;
 
@@ -53,7 +56,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
 use crate::config::{MemoryBacking, VmConfig};
 use crate::error::LaunchError;
@@ -64,6 +66,9 @@ pub use manifest::{
     FileRef, MANIFEST_MAGIC, MANIFEST_VERSION, MachineSpec, ManifestLoadError, ManifestWriteError,
     SnapshotManifest, VerifyError,
 };
+use migration::{MigrationSocket, qmp, resume, set_capabilities, wait_migration};
+use precopy::precopy;
+pub use restore::{RestoreError, restore};
 
 /// The RAM image's file name inside a snapshot directory.
 pub const MEM_FILE: &str = "mem";
@@ -123,32 +128,6 @@ pub enum SnapshotError {
     /// Syncing or describing the snapshot files failed.
     #[error("writing the snapshot files")]
     Files(#[source] std::io::Error),
-}
-
-/// Why a VM could not be started from a snapshot.
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    /// QEMU did not start.
-    #[error("starting the VM")]
-    Launch(#[source] LaunchError),
-    /// A QMP command failed; `step` names the stage.
-    #[error("restore step `{step}` failed")]
-    Qmp {
-        /// The stage of the protocol.
-        step: &'static str,
-        /// The QMP failure.
-        #[source]
-        source: QmpError,
-    },
-    /// Loading the device state ended in a state other than `completed`.
-    #[error("loading the device state ended as {status}")]
-    Migration {
-        /// QEMU's final status.
-        status: String,
-    },
-    /// Loading the device state did not finish in time.
-    #[error("loading the device state timed out")]
-    Timeout,
 }
 
 /// What taking a snapshot produced and cost.
@@ -348,97 +327,6 @@ async fn record(
     Ok(frozen_for)
 }
 
-/// The pre-copy path, for sources whose RAM cannot be write-tracked (see `background`):
-/// RAM is copied while the guest runs, QEMU stops it for the last pass, the disk is switched
-/// and the image made exact (see [`verify`]) before the guest runs again.
-async fn precopy(
-    source: &Vm,
-    source_cfg: &VmConfig,
-    rq: &Qmp,
-    disk: &DiskSwitch,
-    image: &Path,
-    uri: &str,
-) -> Result<Duration, SnapshotError> {
-    let sq = source.qmp();
-    // A source that was itself restored from a snapshot still has `x-ignore-shared` on from
-    // its own restore; it changes the stream format, and its RAM must be sent anyway.
-    let caps = [
-        ("background-snapshot", false),
-        ("pause-before-switchover", true),
-        ("x-ignore-shared", false),
-        ("events", true),
-    ];
-    set_capabilities(sq, "source: capabilities", &caps).await?;
-    let params = json!({ "max-bandwidth": MAX_BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS });
-    qmp(sq, "source: parameters", "migrate-set-parameters", params).await?;
-    qmp(sq, "source: migrate", "migrate", json!({ "uri": uri })).await?;
-
-    // Pre-copy runs with the guest live; QEMU stops it for the last pass and then waits for us.
-    wait_migration(sq, "source: pre-copy", &["pre-switchover"]).await?;
-    let stopped = Instant::now();
-    let switched = switch_disk(sq, disk).await;
-    let continued = match switched {
-        Ok(()) => {
-            let args = json!({ "state": "pre-switchover" });
-            match qmp(sq, "source: continue", "migrate-continue", args).await {
-                Ok(_) => wait_migration(sq, "source: switchover", &["completed"]).await,
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    };
-    // Still stopped: make the image exact (see `verify`) before the guest runs again. The
-    // recorder must have loaded the whole stream first.
-    let patched = match continued {
-        Ok(()) => match wait_migration(rq, "recorder: receive", &["completed"]).await {
-            Ok(()) => patch(source, source_cfg, image).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => {
-            let _ = sq.execute("migrate_cancel", None).await;
-            Err(e)
-        }
-    };
-    // Whatever happened, the source must run again.
-    let resumed = resume(sq).await;
-    let frozen_for = stopped.elapsed();
-    let verified = patched?;
-    resumed?;
-    tracing::debug!(vm = %source_cfg.id, ?frozen_for, checked = verified.checked_pages,
-        "source frozen (pre-copy)");
-    if verified.patched_pages > 0 {
-        tracing::info!(
-            vm = %source_cfg.id,
-            patched = verified.patched_pages,
-            checked = verified.checked_pages,
-            "pre-copy missed pages; the snapshot image was corrected"
-        );
-    }
-    Ok(frozen_for)
-}
-
-/// Runs [`verify::patch_image`] for `source` against the snapshot's RAM image.
-async fn patch(
-    source: &Vm,
-    cfg: &VmConfig,
-    image: &Path,
-) -> Result<verify::Verified, SnapshotError> {
-    let pid = source.pid();
-    let bytes = cfg.memory_mib << 20;
-    let hint = ram_file(cfg);
-    let candidates = match &cfg.memory {
-        MemoryBacking::Private(_) => verify::Candidates::Anonymous,
-        MemoryBacking::Shared(_) | MemoryBacking::Fresh => verify::Candidates::Resident,
-    };
-    let image = image.to_owned();
-    tokio::task::spawn_blocking(move || {
-        verify::patch_image(pid, bytes, hint.as_deref(), candidates, &image)
-    })
-    .await
-    .map_err(|e| SnapshotError::Files(std::io::Error::other(e)))?
-    .map_err(SnapshotError::Files)
-}
-
 /// Removes a snapshot directory, and the RAM image it keeps in memory if it was taken with
 /// [`RamImage::InMemory`] (VMs started from it keep their mappings of that image).
 pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
@@ -520,187 +408,6 @@ async fn disk_virtual_size(qmp_: &Qmp) -> Result<u64, SnapshotError> {
         })
 }
 
-/// Starts a VM from the snapshot in `dir`. `cfg` must describe the same machine as the
-/// snapshot's source (same vCPUs, memory, kernel, initramfs, command line); its root disk
-/// must be a new overlay on the snapshot's disk layer. Returns once the guest runs; the
-/// caller then waits for the agent and re-initialises it.
-pub async fn restore(mut cfg: VmConfig, dir: &Path) -> Result<Vm, RestoreError> {
-    cfg.memory = MemoryBacking::Private(dir.join(MEM_FILE));
-    cfg.incoming = true;
-    cfg.incoming_state = Some(dir.join(DEVSTATE_FILE));
-    let started = Instant::now();
-    let vm = Vm::launch(cfg).await.map_err(RestoreError::Launch)?;
-    let launched = started.elapsed();
-    if let Err(e) = load_and_run(&vm).await {
-        let _ = vm.kill().await;
-        return Err(e);
-    }
-    tracing::debug!(?launched, total = ?started.elapsed(), "restored");
-    Ok(vm)
-}
-
-async fn load_and_run(vm: &Vm) -> Result<(), RestoreError> {
-    let q = vm.qmp();
-    let map = |step| move |source| RestoreError::Qmp { step, source };
-    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
-    q.execute("migrate-set-capabilities", Some(caps))
-        .await
-        .map_err(map("capabilities"))?;
-    // The device state file is QEMU's descriptor 3 (`incoming_state`).
-    let uri = format!("fd:{}", crate::cmdline::INCOMING_FD);
-    q.execute("migrate-incoming", Some(json!({ "uri": uri })))
-        .await
-        .map_err(map("load devices"))?;
-    let deadline = Instant::now() + MIGRATION_TIMEOUT;
-    loop {
-        let st = q
-            .execute("query-migrate", None)
-            .await
-            .map_err(map("load devices"))?;
-        match st.get("status").and_then(Value::as_str) {
-            Some("completed") => break,
-            Some("failed") | Some("cancelled") => {
-                return Err(RestoreError::Migration {
-                    status: describe(&st),
-                });
-            }
-            _ if Instant::now() > deadline => return Err(RestoreError::Timeout),
-            _ => tokio::time::sleep(Duration::from_millis(1)).await,
-        }
-    }
-    // The capability must not leak into this VM's own snapshots (see `record`).
-    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": false }] });
-    q.execute("migrate-set-capabilities", Some(caps))
-        .await
-        .map_err(map("reset capabilities"))?;
-    // Right after an incoming migration `cont` can fail while QEMU finalizes it; retry.
-    let mut tries = 0;
-    loop {
-        match q.execute("cont", None).await {
-            Ok(_) => return Ok(()),
-            Err(QmpError::Command { .. }) if tries < 200 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            Err(e) => return Err(map("resume")(e)),
-        }
-    }
-}
-
-/// A short, random Unix socket path for one migration, removed on drop.
-struct MigrationSocket(PathBuf);
-
-impl MigrationSocket {
-    fn new() -> Self {
-        let name = format!("warren-mig-{:016x}.sock", rand::random::<u64>());
-        MigrationSocket(std::env::temp_dir().join(name))
-    }
-}
-
-impl Drop for MigrationSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Resumes a stopped source, retrying while QEMU finishes the migration's bookkeeping.
-async fn resume(q: &Qmp) -> Result<(), SnapshotError> {
-    let mut tries = 0;
-    loop {
-        match q.execute("cont", None).await {
-            Ok(_) => return Ok(()),
-            Err(QmpError::Command { .. }) if tries < 200 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err(source) => {
-                return Err(SnapshotError::Qmp {
-                    step: "source: resume",
-                    source,
-                });
-            }
-        }
-    }
-}
-
-/// Polls `query-migrate` until the status is one of `want`.
-async fn wait_migration(q: &Qmp, step: &'static str, want: &[&str]) -> Result<(), SnapshotError> {
-    let deadline = Instant::now() + MIGRATION_TIMEOUT;
-    // Subscribed before the first query, so no status change can fall between the two.
-    let mut events = q.subscribe();
-    loop {
-        let st = qmp(q, step, "query-migrate", Value::Null).await?;
-        let status = st.get("status").and_then(Value::as_str).unwrap_or("none");
-        if want.contains(&status) {
-            tracing::trace!(step, migration = %st, "migration reached the awaited state");
-            return Ok(());
-        }
-        if matches!(status, "failed" | "cancelled") {
-            return Err(SnapshotError::Migration {
-                step,
-                status: describe(&st),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(SnapshotError::Timeout { step });
-        }
-        // Woken by the next `MIGRATION` event (capability `events`). Polling QEMU every
-        // millisecond instead took its big lock thousands of times per snapshot and slowed
-        // the copy itself on two cores; the slow poll is only a safety net.
-        let next_change = async {
-            loop {
-                match events.recv().await {
-                    Ok(ev) if ev.name == "MIGRATION" => break,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(EVENT_POLL_FALLBACK, next_change).await;
-    }
-}
-
-fn describe(st: &Value) -> String {
-    let status = st
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
-    match st.get("error-desc").and_then(Value::as_str) {
-        Some(desc) => format!("{status}: {desc}"),
-        None => status.to_owned(),
-    }
-}
-
-async fn set_capabilities(
-    q: &Qmp,
-    step: &'static str,
-    caps: &[(&str, bool)],
-) -> Result<(), SnapshotError> {
-    let list: Vec<Value> = caps
-        .iter()
-        .map(|(name, state)| json!({ "capability": name, "state": state }))
-        .collect();
-    let args = json!({ "capabilities": list });
-    qmp(q, step, "migrate-set-capabilities", args)
-        .await
-        .map(drop)
-}
-
-async fn qmp(
-    q: &Qmp,
-    step: &'static str,
-    command: &str,
-    args: Value,
-) -> Result<Value, SnapshotError> {
-    let args = if args.is_null() { None } else { Some(args) };
-    q.execute(command, args)
-        .await
-        .map_err(|source| SnapshotError::Qmp { step, source })
-}
-
 /// Creates a qcow2 of `size` bytes, optionally backed by `backing` without opening it.
 async fn create_qcow2(
     path: &Path,
@@ -729,12 +436,5 @@ mod tests {
     fn quotes_paths_for_the_shell() {
         assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
         assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
-    }
-
-    #[test]
-    fn describes_failed_migrations() {
-        let st = json!({ "status": "failed", "error-desc": "boom" });
-        assert_eq!(describe(&st), "failed: boom");
-        assert_eq!(describe(&json!({ "status": "cancelled" })), "cancelled");
     }
 }

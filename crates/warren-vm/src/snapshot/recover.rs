@@ -69,7 +69,7 @@ pub async fn settle(vm: &Vm) -> Result<Option<PathBuf>, SnapshotError> {
         .unwrap_or(true);
     if !running {
         tracing::info!(vm = %vm.id(), "resuming a guest stopped by an interrupted snapshot");
-        super::resume(q).await?;
+        super::migration::resume(q).await?;
     }
     let blocks = q
         .execute("query-block", None)

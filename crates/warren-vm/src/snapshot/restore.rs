@@ -1,0 +1,109 @@
+//! Starting a VM from a snapshot: a new QEMU whose RAM is the snapshot's `mem` mapped
+//! privately (pages come from the page cache that every clone shares, and are copied only
+//! when written), waiting for an incoming migration; the device state is loaded from
+//! `devstate` (saved without RAM, hence `x-ignore-shared`), and the guest is resumed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::migration::describe;
+use super::{DEVSTATE_FILE, MEM_FILE, MIGRATION_TIMEOUT};
+use crate::config::{MemoryBacking, VmConfig};
+use crate::error::LaunchError;
+use crate::qmp::QmpError;
+use crate::vm::Vm;
+
+/// Why a VM could not be started from a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// QEMU did not start.
+    #[error("starting the VM")]
+    Launch(#[source] LaunchError),
+    /// A QMP command failed; `step` names the stage.
+    #[error("restore step `{step}` failed")]
+    Qmp {
+        /// The stage of the protocol.
+        step: &'static str,
+        /// The QMP failure.
+        #[source]
+        source: QmpError,
+    },
+    /// Loading the device state ended in a state other than `completed`.
+    #[error("loading the device state ended as {status}")]
+    Migration {
+        /// QEMU's final status.
+        status: String,
+    },
+    /// Loading the device state did not finish in time.
+    #[error("loading the device state timed out")]
+    Timeout,
+}
+
+/// Starts a VM from the snapshot in `dir`. `cfg` must describe the same machine as the
+/// snapshot's source (same vCPUs, memory, kernel, initramfs, command line); its root disk
+/// must be a new overlay on the snapshot's disk layer. Returns once the guest runs; the
+/// caller then waits for the agent and re-initialises it.
+pub async fn restore(mut cfg: VmConfig, dir: &Path) -> Result<Vm, RestoreError> {
+    cfg.memory = MemoryBacking::Private(dir.join(MEM_FILE));
+    cfg.incoming = true;
+    cfg.incoming_state = Some(dir.join(DEVSTATE_FILE));
+    let started = Instant::now();
+    let vm = Vm::launch(cfg).await.map_err(RestoreError::Launch)?;
+    let launched = started.elapsed();
+    if let Err(e) = load_and_run(&vm).await {
+        let _ = vm.kill().await;
+        return Err(e);
+    }
+    tracing::debug!(?launched, total = ?started.elapsed(), "restored");
+    Ok(vm)
+}
+
+async fn load_and_run(vm: &Vm) -> Result<(), RestoreError> {
+    let q = vm.qmp();
+    let map = |step| move |source| RestoreError::Qmp { step, source };
+    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
+    q.execute("migrate-set-capabilities", Some(caps))
+        .await
+        .map_err(map("capabilities"))?;
+    // The device state file is QEMU's descriptor 3 (`incoming_state`).
+    let uri = format!("fd:{}", crate::cmdline::INCOMING_FD);
+    q.execute("migrate-incoming", Some(json!({ "uri": uri })))
+        .await
+        .map_err(map("load devices"))?;
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    loop {
+        let st = q
+            .execute("query-migrate", None)
+            .await
+            .map_err(map("load devices"))?;
+        match st.get("status").and_then(Value::as_str) {
+            Some("completed") => break,
+            Some("failed") | Some("cancelled") => {
+                return Err(RestoreError::Migration {
+                    status: describe(&st),
+                });
+            }
+            _ if Instant::now() > deadline => return Err(RestoreError::Timeout),
+            _ => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    // The capability must not leak into this VM's own snapshots (see `record`).
+    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": false }] });
+    q.execute("migrate-set-capabilities", Some(caps))
+        .await
+        .map_err(map("reset capabilities"))?;
+    // Right after an incoming migration `cont` can fail while QEMU finalizes it; retry.
+    let mut tries = 0;
+    loop {
+        match q.execute("cont", None).await {
+            Ok(_) => return Ok(()),
+            Err(QmpError::Command { .. }) if tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => return Err(map("resume")(e)),
+        }
+    }
+}
