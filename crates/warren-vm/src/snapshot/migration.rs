@@ -28,6 +28,15 @@ impl Drop for MigrationSocket {
 
 /// Resumes a stopped source, retrying while QEMU finishes the migration's bookkeeping.
 pub(super) async fn resume(q: &Qmp) -> Result<(), SnapshotError> {
+    cont(q).await.map_err(|source| SnapshotError::Qmp {
+        step: "source: resume",
+        source,
+    })
+}
+
+/// `cont`, retried for a while: right after a migration (either side) QEMU refuses it until
+/// it has finished the migration's bookkeeping.
+pub(super) async fn cont(q: &Qmp) -> Result<(), QmpError> {
     let mut tries = 0;
     loop {
         match q.execute("cont", None).await {
@@ -36,12 +45,7 @@ pub(super) async fn resume(q: &Qmp) -> Result<(), SnapshotError> {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Err(source) => {
-                return Err(SnapshotError::Qmp {
-                    step: "source: resume",
-                    source,
-                });
-            }
+            Err(e) => return Err(e),
         }
     }
 }

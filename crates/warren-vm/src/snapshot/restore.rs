@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::migration::describe;
+use super::migration::{cont, describe};
 use super::{DEVSTATE_FILE, MEM_FILE, MIGRATION_TIMEOUT};
 use crate::config::{MemoryBacking, VmConfig};
 use crate::error::LaunchError;
@@ -94,16 +94,5 @@ async fn load_and_run(vm: &Vm) -> Result<(), RestoreError> {
     q.execute("migrate-set-capabilities", Some(caps))
         .await
         .map_err(map("reset capabilities"))?;
-    // Right after an incoming migration `cont` can fail while QEMU finalizes it; retry.
-    let mut tries = 0;
-    loop {
-        match q.execute("cont", None).await {
-            Ok(_) => return Ok(()),
-            Err(QmpError::Command { .. }) if tries < 200 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            Err(e) => return Err(map("resume")(e)),
-        }
-    }
+    cont(q).await.map_err(map("resume"))
 }

@@ -255,95 +255,91 @@ fn compare_runs(mem: &File, out: &File, base: u64, runs: &[Run]) -> io::Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd as _;
 
-    /// Uses this very process as the "source": a shared mapping named like a RAM backend.
+    /// A mapping of a file in this very process, which plays the source QEMU; unmapped on drop.
+    struct Mapping {
+        ptr: *mut libc::c_void,
+        len: usize,
+    }
+
+    impl Mapping {
+        /// Maps `pages` pages of `path` (created as zeros when `shared`, else read as is):
+        /// shared like a memfd RAM backend, or private like a restored VM's snapshot file.
+        fn new(path: &Path, pages: usize, shared: bool) -> Mapping {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(shared)
+                .create(shared)
+                .truncate(shared)
+                .open(path)
+                .unwrap();
+            let len = pages * PAGE_LEN;
+            if shared {
+                file.set_len(len as u64).unwrap();
+            }
+            let flags = if shared {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            };
+            // SAFETY: a new mapping of a file this test owns, `len` bytes long; no other code
+            // refers to that address range, and `drop` unmaps it.
+            let ptr = unsafe {
+                let prot = libc::PROT_READ | libc::PROT_WRITE;
+                libc::mmap(std::ptr::null_mut(), len, prot, flags, file.as_raw_fd(), 0)
+            };
+            assert_ne!(ptr, libc::MAP_FAILED);
+            Mapping { ptr, len }
+        }
+
+        fn bytes(&mut self) -> &mut [u8] {
+            // SAFETY: the mapping is `len` bytes long, readable and writable, and lives as
+            // long as `self`, which the returned slice borrows.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u8>(), self.len) }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: unmaps the mapping made in `new`; no slice of it outlives `self`.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+
     #[test]
     fn patches_exactly_the_differing_resident_pages() {
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("ram0-test");
-        let len = 64 * PAGE_LEN;
-        let size = 64 * PAGE;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&backing)
-            .unwrap();
-        file.set_len(size).unwrap();
-        // SAFETY: a fresh shared mapping of a file we own, unmapped before returning.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        // SAFETY: the mapping is `size` bytes long and writable.
-        let ram = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
-        ram[0] = 1; // resident, and will match
-        ram[5 * PAGE_LEN + 7] = 9; // resident, will differ
+        let mut ram = Mapping::new(&backing, 64, true);
+        ram.bytes()[0] = 1; // resident, and will match
+        ram.bytes()[5 * PAGE_LEN + 7] = 9; // resident, will differ
         let image = dir.path().join("mem");
-        let mut copy = vec![0u8; len];
+        let mut copy = vec![0u8; 64 * PAGE_LEN];
         copy[0] = 1;
         std::fs::write(&image, &copy).unwrap();
 
-        let found = patch_image(
-            std::process::id(),
-            size,
-            Some(&backing),
-            Candidates::Resident,
-            &image,
-        )
-        .unwrap();
+        let pid = std::process::id();
+        let size = 64 * PAGE;
+        let found = patch_image(pid, size, Some(&backing), Candidates::Resident, &image).unwrap();
         assert_eq!(found.patched_pages, 1);
         assert!(found.checked_pages >= 2);
         let patched = std::fs::read(&image).unwrap();
-        assert_eq!(&patched[..], &ram[..]);
-        // SAFETY: unmapping the mapping created above; `ram` is not used afterwards.
-        unsafe { libc::munmap(ptr, len) };
+        assert_eq!(&patched[..], &ram.bytes()[..]);
     }
 
-    /// `populate` leaves every page of the RAM mapping present (here: of this process).
+    /// `populate` leaves every page of the RAM mapping present.
     #[test]
     fn populate_faults_in_every_page() {
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("ram0-populate");
-        let len = 32 * PAGE_LEN;
-        let size = 32 * PAGE;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&backing)
-            .unwrap();
-        file.set_len(size).unwrap();
-        // SAFETY: a fresh shared mapping of a file we own, unmapped before returning.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        let base = ptr as u64;
-        let pid = std::process::id();
+        let ram = Mapping::new(&backing, 32, true);
+        let (pid, base) = (std::process::id(), ram.ptr as u64);
         let present = || page_runs(pid, base, 32, |e| e & PM_PRESENT != 0).unwrap();
         assert!(present().is_empty(), "untouched pages are not present yet");
-        populate(pid, size, Some(&backing)).unwrap();
+        populate(pid, 32 * PAGE, Some(&backing)).unwrap();
         let runs = present();
         assert_eq!(runs.iter().map(|r| r.pages).sum::<u64>(), 32, "{runs:?}");
-        // SAFETY: unmapping the mapping created above.
-        unsafe { libc::munmap(ptr, len) };
     }
 
     /// A private mapping of a "snapshot" file: only the page written through it is a
@@ -353,47 +349,24 @@ mod tests {
     fn anonymous_candidates_are_the_written_private_pages() {
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("parent-mem");
-        let len = 16 * PAGE_LEN;
-        let size = 16 * PAGE;
-        let mut parent = vec![0u8; len];
+        let mut parent = vec![0u8; 16 * PAGE_LEN];
         parent[2 * PAGE_LEN] = 7;
         std::fs::write(&backing, &parent).unwrap();
-        let file = std::fs::File::open(&backing).unwrap();
-        // SAFETY: a fresh private mapping of a file we own, unmapped before returning.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        // SAFETY: the mapping is `size` bytes long and writable (copy-on-write).
-        let ram = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
-        assert_eq!(std::hint::black_box(ram[2 * PAGE_LEN]), 7); // read: stays a file page
-        ram[9 * PAGE_LEN] = 3; // written: an anonymous copy
+        let mut ram = Mapping::new(&backing, 16, false);
+        assert_eq!(std::hint::black_box(ram.bytes()[2 * PAGE_LEN]), 7); // read: a file page
+        ram.bytes()[9 * PAGE_LEN] = 3; // written: an anonymous copy
         let image = dir.path().join("mem");
-        let mut stale = vec![0u8; len];
+        let mut stale = vec![0u8; 16 * PAGE_LEN];
         stale[2 * PAGE_LEN] = 1; // differs from a page the source only read
         std::fs::write(&image, &stale).unwrap();
 
-        let found = patch_image(
-            std::process::id(),
-            size,
-            Some(&backing),
-            Candidates::Anonymous,
-            &image,
-        )
-        .unwrap();
+        let pid = std::process::id();
+        let size = 16 * PAGE;
+        let found = patch_image(pid, size, Some(&backing), Candidates::Anonymous, &image).unwrap();
         assert_eq!(found.checked_pages, 1);
         assert_eq!(found.patched_pages, 1);
         let patched = std::fs::read(&image).unwrap();
         assert_eq!(patched[9 * PAGE_LEN], 3);
         assert_eq!(patched[2 * PAGE_LEN], 1, "a file page was compared");
-        // SAFETY: unmapping the mapping created above; `ram` is not used afterwards.
-        unsafe { libc::munmap(ptr, len) };
     }
 }
