@@ -316,6 +316,12 @@ impl SandboxManager {
                 }
             }
         }
+        // Far longer than any snapshot or fork takes.
+        let stale = std::time::Duration::from_secs(600);
+        let removed = warren_vm::snapshot::remove_stale_leftovers(stale);
+        if removed > 0 {
+            tracing::info!(removed, "removed files left by interrupted snapshots");
+        }
         self.collect_garbage().await;
     }
 

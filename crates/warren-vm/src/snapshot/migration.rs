@@ -13,9 +13,12 @@ use crate::qmp::{Qmp, QmpError};
 /// A short, random Unix socket path for one migration, removed on drop.
 pub(super) struct MigrationSocket(pub(super) PathBuf);
 
+/// Name prefix of the migration sockets.
+pub(super) const SOCKET_PREFIX: &str = "warren-mig-";
+
 impl MigrationSocket {
     pub(super) fn new() -> Self {
-        let name = format!("warren-mig-{:016x}.sock", rand::random::<u64>());
+        let name = format!("{SOCKET_PREFIX}{:016x}.sock", rand::random::<u64>());
         MigrationSocket(std::env::temp_dir().join(name))
     }
 }

@@ -334,6 +334,35 @@ pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(dir)
 }
 
+/// Removes what snapshots taken by a process that died midway left outside their directories,
+/// if older than `older_than`, and returns how many files that was. A staged RAM image in
+/// tmpfs keeps its name only while a recorder starts (milliseconds) or, for a fork, until the
+/// forks have started (seconds); an older one would hold its memory until the host reboots.
+/// A migration socket lives for one snapshot. Another process on this host may be taking a
+/// snapshot right now, hence the age limit.
+pub fn remove_stale_leftovers(older_than: Duration) -> usize {
+    let tmp = std::env::temp_dir();
+    remove_older(Path::new(staging::SHM_DIR), staging::PREFIX, older_than)
+        + remove_older(&tmp, migration::SOCKET_PREFIX, older_than)
+}
+
+/// Removes the files of `dir` named `prefix…` last changed more than `older_than` ago.
+fn remove_older(dir: &Path, prefix: &str, older_than: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| {
+            let modified = e.metadata().and_then(|m| m.modified()).ok();
+            let age = modified.and_then(|t| t.elapsed().ok());
+            age.is_some_and(|age| age > older_than)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// The file a VM maps as its RAM, if it is not a fresh memfd.
 fn ram_file(cfg: &VmConfig) -> Option<PathBuf> {
     match &cfg.memory {
@@ -431,6 +460,26 @@ fn shell_quote(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removes_only_old_files_with_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for name in ["warren-ram-old", "warren-ram-new", "other-old"] {
+            let file = std::fs::File::create(dir.path().join(name)).unwrap();
+            if name.ends_with("old") {
+                file.set_modified(old).unwrap();
+            }
+        }
+        let removed = remove_older(dir.path(), "warren-ram-", Duration::from_secs(600));
+        assert_eq!(removed, 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["other-old", "warren-ram-new"]);
+    }
 
     #[test]
     fn quotes_paths_for_the_shell() {

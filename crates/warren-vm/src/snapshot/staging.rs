@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use super::FileRef;
 
 /// Folder of the staged RAM files.
-const SHM_DIR: &str = "/dev/shm";
+pub(super) const SHM_DIR: &str = "/dev/shm";
 /// Name prefix of the staged RAM files.
-const PREFIX: &str = "warren-ram-";
+pub(super) const PREFIX: &str = "warren-ram-";
 /// Granularity of the zero check when writing the image out.
 const PAGE: usize = 4096;
 
