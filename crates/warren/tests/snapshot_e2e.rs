@@ -204,3 +204,79 @@ fn twenty_concurrent_create_exec_kill_cycles_leave_nothing_behind() {
         }
     });
 }
+
+#[test]
+fn a_fork_its_client_abandons_still_completes_and_cleans_up() {
+    rt().block_on(async {
+        let client = server().client();
+        let tag = format!("abandoned-{}", std::process::id());
+        let mut metadata = warren_proto::api::StringMap::new();
+        metadata.insert("fork-test".into(), tag.clone());
+        let source = client
+            .create_sandbox(&warren_client::NewSandbox {
+                template_id: "base".into(),
+                timeout: Some(600),
+                metadata: Some(metadata),
+                ..Default::default()
+            })
+            .await
+            .expect("create the source");
+        let _g = KillOnDrop(Some(source.clone()));
+        // The client gives up long before the fork can be done.
+        let abandoned = reqwest::Client::new()
+            .post(format!("{}/sandboxes/{}/fork", server().url, source.id()))
+            .header("X-API-Key", &server().api_key)
+            .json(&serde_json::json!({ "count": 2 }))
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        assert!(
+            abandoned.is_err(),
+            "the fork answered within 300 ms: {abandoned:?}"
+        );
+
+        // The forks (they carry the source's metadata) still come up...
+        let query = warren_client::SandboxQuery {
+            metadata: vec![("fork-test".into(), tag)],
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let forks = loop {
+            let listed = client.list_sandboxes(&query).await.expect("list");
+            let forks: Vec<_> = listed
+                .into_iter()
+                .filter(|s| s.sandbox_id != source.id())
+                .collect();
+            if forks.len() == 2 || std::time::Instant::now() > deadline {
+                break forks;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let mut guards = Vec::new();
+        for f in &forks {
+            guards.push(KillOnDrop(client.connect(&f.sandbox_id, None).await.ok()));
+        }
+        assert_eq!(forks.len(), 2, "{forks:?}");
+        // ...and the fork's snapshot directory is removed once they have.
+        let snapshots = server().data_dir.join("snapshots");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left: Vec<String> = std::fs::read_dir(&snapshots)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.contains("fork"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "left behind: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}

@@ -25,12 +25,24 @@ pub async fn create(
     OptionalJsonBody(body): OptionalJsonBody<NewSnapshot>,
 ) -> Result<Response, ApiFailure> {
     record_sandbox(&id);
-    let info = state
-        .manager
-        .create_snapshot(&id, body.name, body.memory.unwrap_or(true))
-        .await
+    let manager = state.manager.clone();
+    let memory = body.memory.unwrap_or(true);
+    let info = to_completion(async move { manager.create_snapshot(&id, body.name, memory).await })
+        .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// Runs a snapshot or fork to its end even if the client goes away: dropped halfway (as a
+/// request handler is when its connection closes), it would leave a half-made snapshot
+/// directory behind, and a fork's in-memory RAM image with it, until the next restart.
+async fn to_completion<T: Send + 'static>(
+    operation: impl Future<Output = T> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    use tracing::Instrument as _;
+    tokio::spawn(operation.in_current_span())
+        .await
+        .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// Query of `GET /snapshots`.
@@ -115,10 +127,10 @@ pub async fn fork(
     OptionalJsonBody(body): OptionalJsonBody<ForkRequest>,
 ) -> Result<Response, ApiFailure> {
     record_sandbox(&id);
-    let results = state
-        .manager
-        .fork(&id, body.count.unwrap_or(1), body.timeout)
-        .await
+    let manager = state.manager.clone();
+    let count = body.count.unwrap_or(1);
+    let results = to_completion(async move { manager.fork(&id, count, body.timeout).await })
+        .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     let out: Vec<ForkResult> = results
         .into_iter()

@@ -83,7 +83,10 @@ impl Drop for Lab {
         // QEMU must be gone before its files are removed (TempDir's drop follows).
         std::thread::sleep(Duration::from_millis(200));
         // A fork snapshot interrupted midway keeps its RAM image in tmpfs, outside the lab.
-        let dirs = std::fs::read_dir(self.path()).into_iter().flatten().flatten();
+        let dirs = std::fs::read_dir(self.path())
+            .into_iter()
+            .flatten()
+            .flatten();
         for dir in dirs.filter(|e| e.path().is_dir()) {
             let _ = warren_vm::snapshot::remove_dir(&dir.path());
         }
