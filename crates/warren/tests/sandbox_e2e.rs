@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, rt, server};
+use common::{KillOnDrop, rt, run, server};
 use warren_client::{ClientError, ErrorCode, NewSandbox, RunOptions};
 
 #[test]
@@ -172,5 +172,46 @@ fn isolation_between_sandboxes_and_timeouts() {
             ),
             "{err:?}"
         );
+    });
+}
+
+#[test]
+fn a_create_its_client_abandons_still_completes() {
+    rt().block_on(async {
+        let client = server().client();
+        let tag = format!("abandoned-create-{}", std::process::id());
+        // The client gives up before the sandbox can be up.
+        let abandoned = reqwest::Client::new()
+            .post(format!("{}/v2/sandboxes", server().url))
+            .header("X-API-Key", &server().api_key)
+            .json(&serde_json::json!({
+                "templateID": "base",
+                "timeout": 120,
+                "metadata": { "create-test": tag },
+            }))
+            .timeout(Duration::from_millis(20))
+            .send()
+            .await;
+        assert!(abandoned.is_err(), "created within 20 ms: {abandoned:?}");
+        // The sandbox still comes up, recorded and usable, rather than half made.
+        let query = warren_client::SandboxQuery {
+            metadata: vec![("create-test".into(), tag)],
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let listed = loop {
+            let listed = client.list_sandboxes(&query).await.expect("list");
+            if !listed.is_empty() || std::time::Instant::now() > deadline {
+                break listed;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let sandbox = client
+            .connect(&listed[0].sandbox_id, None)
+            .await
+            .expect("connect");
+        let _g = KillOnDrop(Some(sandbox.clone()));
+        assert_eq!(run(&sandbox, "echo up").await, "up\n");
     });
 }

@@ -23,6 +23,20 @@ use crate::AppState;
 use crate::error::{ApiFailure, ensure_json_errors};
 pub use templates::MAX_ARCHIVE_BYTES;
 
+/// Runs an operation that changes sandboxes (create, kill, pause, resume, snapshot, fork) to
+/// its end even if the client goes away. A request handler is dropped when its connection
+/// closes; dropped halfway, such an operation would leave what it had done so far (a VM
+/// without its record, a half-made snapshot directory, a fork's RAM image in memory) until
+/// the next restart. The sandbox it made lives out its timeout like any other.
+pub(crate) async fn to_completion<T: Send + 'static>(
+    operation: impl Future<Output = T> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    use tracing::Instrument as _;
+    tokio::spawn(operation.in_current_span())
+        .await
+        .map_err(|e| ApiFailure::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// Largest accepted control-plane request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 

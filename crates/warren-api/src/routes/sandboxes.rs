@@ -12,6 +12,8 @@ use crate::error::{ApiFailure, JsonBody, OptionalJsonBody};
 use crate::list_query::parse_list_query;
 use crate::trace::record_sandbox;
 
+use super::to_completion;
+
 /// `POST /v2/sandboxes` → 201 Sandbox.
 pub async fn create(
     State(state): State<AppState>,
@@ -27,10 +29,9 @@ pub async fn create(
         auto_resume: body.auto_resume.is_some_and(|a| a.enabled),
         ..CreateSandbox::default()
     };
-    let sandbox = state
-        .manager
-        .create(cmd)
-        .await
+    let manager = state.manager.clone();
+    let sandbox = to_completion(async move { manager.create(cmd).await })
+        .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     record_sandbox(&sandbox.sandbox_id);
     Ok((StatusCode::CREATED, Json(sandbox)).into_response())
@@ -43,10 +44,9 @@ pub async fn connect(
     OptionalJsonBody(body): OptionalJsonBody<ConnectSandbox>,
 ) -> Result<Response, ApiFailure> {
     record_sandbox(&id);
-    let (sandbox, resumed) = state
-        .manager
-        .connect(&id, body.timeout)
-        .await
+    let manager = state.manager.clone();
+    let (sandbox, resumed) = to_completion(async move { manager.connect(&id, body.timeout).await })
+        .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     let status = if resumed {
         StatusCode::CREATED
@@ -96,10 +96,9 @@ pub async fn kill(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
     record_sandbox(&id);
-    state
-        .manager
-        .kill(&id)
-        .await
+    let manager = state.manager.clone();
+    to_completion(async move { manager.kill(&id).await })
+        .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -141,14 +140,11 @@ pub async fn pause(
     OptionalJsonBody(body): OptionalJsonBody<PauseSandbox>,
 ) -> Result<StatusCode, ApiFailure> {
     record_sandbox(&id);
-    state
-        .manager
-        .pause(
-            &id,
-            body.memory.unwrap_or(true),
-            body.require_healthy_guest.unwrap_or(false),
-        )
-        .await
+    let manager = state.manager.clone();
+    let memory = body.memory.unwrap_or(true);
+    let healthy = body.require_healthy_guest.unwrap_or(false);
+    to_completion(async move { manager.pause(&id, memory, healthy).await })
+        .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -160,10 +156,9 @@ pub async fn resume(
     OptionalJsonBody(body): OptionalJsonBody<ConnectSandbox>,
 ) -> Result<Response, ApiFailure> {
     record_sandbox(&id);
-    let sandbox = state
-        .manager
-        .resume_paused(&id, body.timeout)
-        .await
+    let manager = state.manager.clone();
+    let sandbox = to_completion(async move { manager.resume_paused(&id, body.timeout).await })
+        .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     Ok((StatusCode::CREATED, Json(sandbox)).into_response())
 }

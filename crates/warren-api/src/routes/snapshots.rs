@@ -14,6 +14,8 @@ use crate::AppState;
 use crate::error::{ApiFailure, OptionalJsonBody};
 use crate::trace::record_sandbox;
 
+use super::to_completion;
+
 /// Page size when the client gives none, and the largest it may ask for.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -31,18 +33,6 @@ pub async fn create(
         .await?
         .map_err(|e| ApiFailure::from_kind(e.kind(), &e))?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
-}
-
-/// Runs a snapshot or fork to its end even if the client goes away: dropped halfway (as a
-/// request handler is when its connection closes), it would leave a half-made snapshot
-/// directory behind, and a fork's in-memory RAM image with it, until the next restart.
-async fn to_completion<T: Send + 'static>(
-    operation: impl Future<Output = T> + Send + 'static,
-) -> Result<T, ApiFailure> {
-    use tracing::Instrument as _;
-    tokio::spawn(operation.in_current_span())
-        .await
-        .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// Query of `GET /snapshots`.
