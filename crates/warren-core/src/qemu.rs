@@ -217,21 +217,25 @@ impl QemuRuntime {
             SnapshotKind::Memory => Some(snapshot::RamImage::Durable),
             SnapshotKind::DiskOnly => None,
         };
-        let (frozen, mem, devstate) = if let Some(ram) = ram {
-            let outcome = snapshot::take(&running.vm, &cfg, &switch, &dir, ram)
+        let taken = if let Some(ram) = ram {
+            snapshot::take(&running.vm, &cfg, &switch, &dir, ram)
                 .await
-                .map_err(snap_err)?;
-            (
-                outcome.frozen_for,
-                Some(outcome.memory),
-                Some(outcome.devstate),
-            )
+                .map(|o| (o.frozen_for, Some(o.memory), Some(o.devstate)))
         } else {
             std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Snapshot(Box::new(e)))?;
-            let paused = snapshot::freeze_disk(&running.vm, &switch)
+            snapshot::freeze_disk(&running.vm, &switch)
                 .await
-                .map_err(snap_err)?;
-            (paused, None, None)
+                .map(|paused| (paused, None, None))
+        };
+        let (frozen, mem, devstate) = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                // The failure may have come after the disk switch: the VM then writes to the
+                // new overlay, and the next snapshot must build on that, not on the old top.
+                let settled = settle_adopted(sandbox_id, &running.vm, cfg.clone()).await;
+                *running.cfg.lock().unwrap_or_else(|p| p.into_inner()) = settled;
+                return Err(snap_err(e));
+            }
         };
         // From here on the VM writes to the new overlay; record that before anything else
         // can fail, so the configuration never points at the frozen layer.
@@ -358,9 +362,10 @@ impl QemuRuntime {
     }
 }
 
-/// Undoes what a server crash in the middle of a snapshot left in an adopted VM (a migration
-/// in flight, a stopped guest) and points the configuration at the disk QEMU really writes
-/// to: the crash may have come between the disk switch and saving the new overlay's name.
+/// Undoes what a server crash (or a failed snapshot) left in a VM midway through a snapshot (a
+/// migration in flight, a stopped guest) and points the configuration at the disk QEMU really
+/// writes to: the interruption may have come between the disk switch and saving the new
+/// overlay's name.
 async fn settle_adopted(sandbox_id: &str, vm: &Vm, mut cfg: VmConfig) -> VmConfig {
     match snapshot::recover::settle(vm).await {
         Ok(Some(top)) if top != cfg.root_disk => {
