@@ -15,7 +15,7 @@
 //!
 //! ```text
 //!  we: stop ─ switch disk ─ migrate (background-snapshot)
-//!  QEMU's migration thread: capture device state ─ write-protect RAM ─ resume guest ─ copy RAM
+//!  QEMU's migration thread: capture devices ─ write-protect RAM ─ resume guest ─ copy RAM
 //! ```
 //!
 //! The disk must be switched at the same instant as the memory is captured, so Warren stops
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::migration::{describe, qmp, resume, set_capabilities, wait_migration};
+use super::migration::{describe, next_event, qmp, resume, set_capabilities, wait_migration};
 use super::{DiskSwitch, MAX_BANDWIDTH, MIGRATION_TIMEOUT, SnapshotError, switch_disk, verify};
 use crate::config::VmConfig;
 use crate::qmp::{Qmp, QmpError};
@@ -146,19 +146,7 @@ async fn wait_resumed(
             }
             _ => {}
         }
-        let next = async {
-            loop {
-                match events.recv().await {
-                    Ok(ev) if ev.name == "RESUME" || ev.name == "MIGRATION" => break,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(STATE_POLL, next).await;
+        next_event(events, &["RESUME", "MIGRATION"], STATE_POLL).await;
     }
 }
 

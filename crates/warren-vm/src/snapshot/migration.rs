@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::{EVENT_POLL_FALLBACK, MIGRATION_TIMEOUT, SnapshotError};
-use crate::qmp::{Qmp, QmpError};
+use crate::qmp::{Qmp, QmpError, QmpEvent};
 
 /// A short, random Unix socket path for one migration, removed on drop.
 pub(super) struct MigrationSocket(pub(super) PathBuf);
@@ -81,20 +81,30 @@ pub(super) async fn wait_migration(
         // Woken by the next `MIGRATION` event (capability `events`). Polling QEMU every
         // millisecond instead took its big lock thousands of times per snapshot and slowed
         // the copy itself on two cores; the slow poll is only a safety net.
-        let next_change = async {
-            loop {
-                match events.recv().await {
-                    Ok(ev) if ev.name == "MIGRATION" => break,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
+        next_event(&mut events, &["MIGRATION"], EVENT_POLL_FALLBACK).await;
+    }
+}
+
+/// Waits for the next QMP event named one of `names`, at most `limit`. Returns early, too,
+/// when events were dropped (the subscriber lagged): one of them may have been awaited.
+pub(super) async fn next_event(
+    events: &mut broadcast::Receiver<QmpEvent>,
+    names: &[&str],
+    limit: Duration,
+) {
+    let next = async {
+        loop {
+            match events.recv().await {
+                Ok(ev) if names.contains(&ev.name.as_str()) => break,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await;
                 }
             }
-        };
-        let _ = tokio::time::timeout(EVENT_POLL_FALLBACK, next_change).await;
-    }
+        }
+    };
+    let _ = tokio::time::timeout(limit, next).await;
 }
 
 pub(super) fn describe(st: &Value) -> String {
