@@ -195,13 +195,13 @@ pub async fn take(
     let recorder_disk = dir.join("recorder.qcow2");
 
     // The source's next overlay is created up front so that the pause only has to switch to
-    // it. `-u`: the backing file is open for writing by the source; do not open it here.
-    let size = disk_virtual_size(source.qmp()).await?;
-    create_qcow2(&disk.next, Some(&disk.current), size)
+    // it (`create_overlay` reads only the header of the file the source has open for writing).
+    crate::disk::create_overlay(&disk.current, &disk.next)
         .await
         .map_err(SnapshotError::CreateOverlay)?;
     // The recorder never runs guest code; its disk only has to exist with the same size.
-    create_qcow2(&recorder_disk, None, size)
+    let size = disk_virtual_size(source.qmp()).await?;
+    create_blank_qcow2(&recorder_disk, size)
         .await
         .map_err(SnapshotError::CreateOverlay)?;
 
@@ -376,8 +376,7 @@ fn ram_file(cfg: &VmConfig) -> Option<PathBuf> {
 /// The frozen disk is crash-consistent: what the guest had not written out is not in it.
 pub async fn freeze_disk(vm: &Vm, disk: &DiskSwitch) -> Result<Duration, SnapshotError> {
     let q = vm.qmp();
-    let size = disk_virtual_size(q).await?;
-    create_qcow2(&disk.next, Some(&disk.current), size)
+    crate::disk::create_overlay(&disk.current, &disk.next)
         .await
         .map_err(SnapshotError::CreateOverlay)?;
     qmp(q, "source: pause", "stop", Value::Null).await?;
@@ -437,18 +436,12 @@ async fn disk_virtual_size(qmp_: &Qmp) -> Result<u64, SnapshotError> {
         })
 }
 
-/// Creates a qcow2 of `size` bytes, optionally backed by `backing` without opening it.
-async fn create_qcow2(
-    path: &Path,
-    backing: Option<&Path>,
-    size: u64,
-) -> Result<(), crate::disk::OverlayError> {
+/// Creates an empty qcow2 of `size` bytes with no backing file.
+async fn create_blank_qcow2(path: &Path, size: u64) -> Result<(), crate::disk::OverlayError> {
     let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", "qcow2"]);
-    if let Some(b) = backing {
-        cmd.args(["-u", "-F", "qcow2", "-b"]).arg(b);
-    }
-    cmd.arg(path).arg(size.to_string());
+    cmd.args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size.to_string());
     crate::disk::run_qemu_img(cmd).await
 }
 
