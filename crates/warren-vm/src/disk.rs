@@ -46,18 +46,26 @@ pub async fn create_overlay(base: &Path, path: &Path) -> Result<(), OverlayError
 
 /// The virtual size in a qcow2 header.
 fn qcow2_virtual_size(path: &Path) -> std::io::Result<u64> {
+    let (_, header) = qcow2_header(path)?;
+    Ok(u64::from_be_bytes(
+        header[24..32].try_into().unwrap_or_default(),
+    ))
+}
+
+/// Opens a qcow2 image and reads the start of its header (through the virtual size),
+/// checking the magic.
+fn qcow2_header(path: &Path) -> std::io::Result<(std::fs::File, [u8; 32])> {
     use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
     let mut header = [0u8; 32];
-    std::fs::File::open(path)?.read_exact(&mut header)?;
+    file.read_exact(&mut header)?;
     if header[..4] != *b"QFI\xfb" {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("{} is not a qcow2 image", path.display()),
         ));
     }
-    Ok(u64::from_be_bytes(
-        header[24..32].try_into().unwrap_or_default(),
-    ))
+    Ok((file, header))
 }
 
 /// Runs a prepared `qemu-img` command, turning a failure into an [`OverlayError`].
@@ -81,15 +89,7 @@ pub(crate) async fn run_qemu_img(mut cmd: tokio::process::Command) -> Result<(),
 /// image's directory, as QEMU does). Reads only the header: no lock on the image is needed.
 pub fn qcow2_backing_file(path: &Path) -> std::io::Result<Option<std::path::PathBuf>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path)?;
-    let mut header = [0u8; 20];
-    file.read_exact(&mut header)?;
-    if header[..4] != *b"QFI\xfb" {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} is not a qcow2 image", path.display()),
-        ));
-    }
+    let (mut file, header) = qcow2_header(path)?;
     let offset = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
     let size = u32::from_be_bytes(header[16..20].try_into().unwrap_or_default());
     if offset == 0 || size == 0 {

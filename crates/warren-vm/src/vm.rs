@@ -199,8 +199,8 @@ impl Vm {
 
     /// Polls the agent's `GET /health` until it answers 204, QEMU exits, or `timeout`.
     pub async fn wait_agent(&self, timeout: Duration) -> Result<(), AgentWaitError> {
-        let deadline = Instant::now() + timeout;
         let started = Instant::now();
+        let deadline = started + timeout;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
