@@ -198,14 +198,8 @@ fn a_create_its_client_abandons_still_completes() {
             metadata: vec![("create-test".into(), tag)],
             ..Default::default()
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let listed = loop {
-            let listed = client.list_sandboxes(&query).await.expect("list");
-            if !listed.is_empty() || std::time::Instant::now() > deadline {
-                break listed;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let limit = Duration::from_secs(60);
+        let listed = common::list_until(&client, &query, limit, |l| !l.is_empty()).await;
         assert_eq!(listed.len(), 1, "{listed:?}");
         let sandbox = client
             .connect(&listed[0].sandbox_id, None)

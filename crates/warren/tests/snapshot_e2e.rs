@@ -240,18 +240,13 @@ fn a_fork_its_client_abandons_still_completes_and_cleans_up() {
             metadata: vec![("fork-test".into(), tag)],
             ..Default::default()
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let forks = loop {
-            let listed = client.list_sandboxes(&query).await.expect("list");
-            let forks: Vec<_> = listed
-                .into_iter()
-                .filter(|s| s.sandbox_id != source.id())
-                .collect();
-            if forks.len() == 2 || std::time::Instant::now() > deadline {
-                break forks;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let is_fork = |s: &warren_client::ListedSandbox| s.sandbox_id != source.id();
+        let limit = Duration::from_secs(120);
+        let listed = common::list_until(&client, &query, limit, |l| {
+            l.iter().filter(|s| is_fork(s)).count() == 2
+        })
+        .await;
+        let forks: Vec<_> = listed.into_iter().filter(is_fork).collect();
         let mut guards = Vec::new();
         for f in &forks {
             guards.push(KillOnDrop(client.connect(&f.sandbox_id, None).await.ok()));

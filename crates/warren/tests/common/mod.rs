@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use warren_client::{Client, NewSandbox, Sandbox};
+use warren_client::{Client, ListedSandbox, NewSandbox, Sandbox, SandboxQuery};
 
 /// A running server and a client configured for it.
 pub struct TestServer {
@@ -193,6 +193,24 @@ pub async fn create(client: &Client, template: &str) -> Sandbox {
         })
         .await
         .expect("create a sandbox")
+}
+
+/// Lists the sandboxes matching `query` until `done` accepts the list or `limit` has passed,
+/// and returns the last list (the caller asserts on it).
+pub async fn list_until(
+    client: &Client,
+    query: &SandboxQuery,
+    limit: Duration,
+    done: impl Fn(&[ListedSandbox]) -> bool,
+) -> Vec<ListedSandbox> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let listed = client.list_sandboxes(query).await.expect("list sandboxes");
+        if done(&listed) || Instant::now() > deadline {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Kills a sandbox at the end of a test, whatever the test's outcome.
