@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod qemu;
 pub mod runtime;
+mod standby;
 pub mod store;
 pub mod templates;
 #[cfg(any(test, feature = "testing"))]

@@ -19,6 +19,11 @@ use warren_vm::snapshot::{
 };
 use warren_vm::{Accel, MemoryBacking, Vm, VmConfig};
 
+use crate::standby::StandbyPool;
+use standby::Standby;
+
+mod standby;
+
 use crate::runtime::{
     AttachSpec, BoxError, BoxFuture, Runtime, RuntimeError, SnapshotKind, SnapshotTaken, StartedVm,
     VmExit, VmInfo, VmSpec,
@@ -37,6 +42,7 @@ pub struct QemuRuntime {
     accel: Accel,
     disks_dir: PathBuf,
     vms: Mutex<HashMap<String, Arc<Running>>>,
+    standbys: Mutex<StandbyPool<Standby>>,
 }
 
 struct Running {
@@ -89,7 +95,17 @@ impl QemuRuntime {
             accel,
             disks_dir,
             vms: Mutex::new(HashMap::new()),
+            standbys: Mutex::new(StandbyPool::new(0)),
         })
+    }
+
+    /// Keeps standby VMs (see `standby.rs`) for up to `snapshots` snapshots; 0, the default,
+    /// keeps none.
+    pub fn with_standbys(self, snapshots: usize) -> Self {
+        QemuRuntime {
+            standbys: Mutex::new(StandbyPool::new(snapshots)),
+            ..self
+        }
     }
 
     fn vms(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Running>>> {
@@ -155,6 +171,12 @@ impl QemuRuntime {
     }
 
     async fn kill_vm(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        // A standby claimed by a create that failed before starting it.
+        let standby = self.standbys().take(sandbox_id);
+        if let Some(standby) = standby {
+            standby.discard(false).await;
+            return Ok(());
+        }
         let running = self.vms().remove(sandbox_id);
         if let Some(running) = running {
             running
@@ -279,8 +301,42 @@ impl QemuRuntime {
     }
 
     async fn restore_vm(&self, spec: VmSpec, dir: PathBuf) -> Result<StartedVm, RuntimeError> {
+        let taken = self.standbys().take(&spec.sandbox_id);
+        if let Some(standby) = taken {
+            return self.finish_standby(&spec.sandbox_id, standby).await;
+        }
         let err = |e: BoxError| RuntimeError::Restore(e);
         let manifest = SnapshotManifest::load(&dir).map_err(|e| err(Box::new(e)))?;
+        let cfg = self.restore_config(&spec, &dir, &manifest).await?;
+        let disk = cfg.root_disk.clone();
+        if let Err(e) = save_config(&cfg) {
+            let _ = std::fs::remove_file(&disk);
+            return Err(err(e));
+        }
+        let started = if manifest.memory.is_some() {
+            snapshot::restore(cfg.clone(), &dir)
+                .await
+                .map_err(|e| err(Box::new(e)))
+        } else {
+            Vm::launch(cfg.clone()).await.map_err(|e| err(Box::new(e)))
+        };
+        match started {
+            Ok(vm) => Ok(self.adopt(&spec.sandbox_id, vm, cfg)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&disk);
+                Err(e)
+            }
+        }
+    }
+
+    /// The configuration of a VM for `spec` from the snapshot in `dir`, on a new overlay of
+    /// the snapshot's disk layer (created here).
+    async fn restore_config(
+        &self,
+        spec: &VmSpec,
+        dir: &Path,
+        manifest: &SnapshotManifest,
+    ) -> Result<VmConfig, RuntimeError> {
         // A fresh name: a resumed sandbox's earlier disk is now the snapshot's frozen layer.
         let tag = crate::ids::secret(8).to_ascii_lowercase();
         let disk = self
@@ -288,7 +344,7 @@ impl QemuRuntime {
             .join(format!("{}-{tag}.qcow2", spec.sandbox_id));
         warren_vm::create_overlay(&manifest.disk_layer, &disk)
             .await
-            .map_err(|e| err(Box::new(e)))?;
+            .map_err(|e| RuntimeError::Restore(Box::new(e)))?;
         let m = &manifest.machine;
         let mut cfg = VmConfig::new(
             &spec.sandbox_id,
@@ -301,6 +357,8 @@ impl QemuRuntime {
         if manifest.memory.is_some() {
             cfg.vcpus = m.vcpus;
             cfg.memory_mib = u64::from(m.memory_mib);
+            cfg.memory = MemoryBacking::Private(dir.join(snapshot::MEM_FILE));
+            cfg.incoming = true;
         } else {
             cfg.vcpus = spec.vcpus;
             cfg.memory_mib = u64::from(spec.memory_mb);
@@ -308,29 +366,19 @@ impl QemuRuntime {
         cfg.cmdline_extra = m.cmdline.split_whitespace().map(str::to_owned).collect();
         cfg.allow_internet = spec.allow_internet;
         cfg.accel = self.accel;
-        let started = if manifest.memory.is_some() {
-            cfg.memory = MemoryBacking::Private(dir.join(snapshot::MEM_FILE));
-            cfg.incoming = true;
-            save_config(&cfg).map_err(err)?;
-            snapshot::restore(cfg.clone(), &dir)
-                .await
-                .map_err(|e| err(Box::new(e)))
-        } else {
-            save_config(&cfg).map_err(err)?;
-            Vm::launch(cfg.clone()).await.map_err(|e| err(Box::new(e)))
-        };
-        match started {
-            Ok(vm) => Ok(self.adopt(&spec.sandbox_id, vm, cfg)),
-            Err(e) => {
-                let _ = std::fs::remove_file(&disk);
-                Err(e)
-            }
-        }
+        Ok(cfg)
     }
 
-    fn collect(&self, keep: &[PathBuf]) {
+    async fn collect(&self, keep: &[PathBuf]) {
+        let gone = self
+            .standbys()
+            .remove_unless(|dir| keep.iter().any(|k| k == dir));
+        for standby in gone {
+            standby.discard(true).await;
+        }
         let mut used: HashSet<PathBuf> = HashSet::new();
-        let tops: Vec<PathBuf> = self.vms().values().map(|r| r.cfg().root_disk).collect();
+        let mut tops: Vec<PathBuf> = self.vms().values().map(|r| r.cfg().root_disk).collect();
+        tops.extend(self.standbys().iter().map(|s| s.cfg.root_disk.clone()));
         let layers = keep
             .iter()
             .filter_map(|dir| SnapshotManifest::load(dir).ok())
@@ -431,7 +479,29 @@ impl Runtime for QemuRuntime {
     }
 
     fn collect_garbage(&self, keep: Vec<PathBuf>) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.collect(&keep) })
+        Box::pin(async move { self.collect(&keep).await })
+    }
+
+    fn prepare_standby(
+        &self,
+        spec: VmSpec,
+        dir: PathBuf,
+    ) -> BoxFuture<'_, Result<bool, RuntimeError>> {
+        Box::pin(self.prepare(spec, dir))
+    }
+
+    fn claim_standby(&self, dir: &Path, allow_internet: bool) -> Option<String> {
+        self.standbys()
+            .claim(dir, allow_internet, |s| s.vm.try_exit().is_none())
+    }
+
+    fn drop_standbys(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let all = self.standbys().drain();
+            for standby in all {
+                standby.discard(true).await;
+            }
+        })
     }
 }
 

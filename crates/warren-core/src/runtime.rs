@@ -158,8 +158,35 @@ pub trait Runtime: Send + Sync + 'static {
         Box::pin(async { Err(RuntimeError::Unsupported("snapshots")) })
     }
 
+    /// Starts, ahead of demand, a standby VM for the memory snapshot in `dir`: QEMU launched
+    /// for `spec` with the snapshot's state loaded and the guest paused, for a later create
+    /// to claim (see
+    /// `standby.rs`). `Ok(false)` when none was wanted (there is one already, the snapshot
+    /// has no memory, or standbys are off).
+    fn prepare_standby(
+        &self,
+        spec: VmSpec,
+        dir: PathBuf,
+    ) -> BoxFuture<'_, Result<bool, RuntimeError>> {
+        let _ = (spec, dir);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Claims the standby VM of the snapshot in `dir`, if there is one; returns the sandbox
+    /// id it was launched for. The create must use that id: `start_from_snapshot` then
+    /// finishes the standby instead of starting QEMU, and `kill` drops it.
+    fn claim_standby(&self, dir: &std::path::Path, allow_internet: bool) -> Option<String> {
+        let _ = (dir, allow_internet);
+        None
+    }
+
+    /// Kills every standby VM (server shutdown).
+    fn drop_standbys(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Deletes disk layers that no running VM and none of `keep` (snapshot directories still
-    /// listed) depend on.
+    /// listed) depend on; standby VMs of snapshots no longer in `keep` are dropped first.
     fn collect_garbage(&self, keep: Vec<PathBuf>) -> BoxFuture<'_, ()> {
         let _ = keep;
         Box::pin(async {})

@@ -114,7 +114,7 @@ fn commands_files_and_lifecycle_through_a_real_vm() {
         assert!(m.disk_total > 0 && m.cpu_count == 2, "{m:?}");
 
         // Kill: the sandbox and its QEMU are gone, envd calls say "not found".
-        let qemus_before = common::qemus_of(&server().data_dir).len();
+        assert!(common::qemu_cmdline_of(sb.id()).is_some());
         assert!(client.kill_sandbox(sb.id()).await.unwrap());
         assert!(!client.kill_sandbox(sb.id()).await.unwrap());
         let gone = client.get_sandbox(sb.id()).await.unwrap_err();
@@ -122,7 +122,7 @@ fn commands_files_and_lifecycle_through_a_real_vm() {
         let dead = sb.commands().run("true").await.unwrap_err();
         assert!(format!("{dead}").contains("was not found"), "{dead}");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while common::qemus_of(&server().data_dir).len() >= qemus_before {
+        while common::qemu_cmdline_of(sb.id()).is_some() {
             assert!(
                 Instant::now() < deadline,
                 "QEMU of the killed sandbox still runs"

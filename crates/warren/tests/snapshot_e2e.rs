@@ -153,7 +153,6 @@ fn twenty_concurrent_create_exec_kill_cycles_leave_nothing_behind() {
         let source = common::create(&client, "base").await;
         let _g = KillOnDrop(Some(source.clone()));
         let snap = source.create_snapshot(Some("churn")).await.unwrap();
-        let qemus_before = common::qemus_of(&server().data_dir).len();
 
         let cycles = (0..20).map(|i| {
             let client = client.clone();
@@ -161,25 +160,36 @@ fn twenty_concurrent_create_exec_kill_cycles_leave_nothing_behind() {
             tokio::spawn(async move {
                 let sb = common::create(&client, &template).await;
                 let out = sb.commands().run(&format!("echo cycle-{i}")).await;
+                let mem = common::mem_path_of(sb.id());
                 let killed = client.kill_sandbox(sb.id()).await;
-                (i, sb.id().to_owned(), out.map(|o| o.stdout), killed)
+                (i, sb.id().to_owned(), out.map(|o| o.stdout), killed, mem)
             })
         });
         let mut ids = Vec::new();
+        let mut mem = String::new();
         for joined in futures::future::join_all(cycles).await {
-            let (i, id, out, killed) = joined.expect("cycle task");
+            let (i, id, out, killed, their_mem) = joined.expect("cycle task");
             assert_eq!(out.expect("exec"), format!("cycle-{i}\n"));
             assert!(killed.expect("kill"), "cycle {i} was not killed");
             ids.push(id);
+            mem = their_mem;
         }
         assert!(client.delete_snapshot(&snap.snapshot_id).await.unwrap());
 
-        // No QEMU, run dir or disk of the 20 is left.
+        // No QEMU of the 20 is left, nor one mapping the snapshot's memory (a standby VM
+        // prepared for the next create from it goes with the snapshot).
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while common::qemus_of(&server().data_dir).len() > qemus_before {
+        loop {
+            let left: Vec<String> = common::qemus_mentioning(&mem)
+                .into_iter()
+                .chain(ids.iter().filter_map(|id| common::qemu_cmdline_of(id)))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
-                "QEMU processes left behind"
+                "QEMU processes left behind: {left:?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -273,5 +283,89 @@ fn a_fork_its_client_abandons_still_completes_and_cleans_up() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    });
+}
+
+/// Waits for a QEMU mapping `mem` that belongs to none of `not`: the standby VM the server
+/// prepares for the next create from that snapshot. Returns its sandbox id (from `-name`).
+async fn standby_of(mem: &str, not: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = common::qemus_mentioning(mem).into_iter().find_map(|cmd| {
+            let start = cmd.find("-name warren-")? + "-name warren-".len();
+            let id = cmd[start..].split(',').next()?.to_owned();
+            (!not.contains(&id.as_str())).then_some(id)
+        });
+        // QEMU is up once `Vm::launch` has written `vm.json`; the pool takes the VM then.
+        let launched = |id: &String| {
+            let run_dir = server().data_dir.join("sandboxes").join(id);
+            run_dir.join("vm.json").exists()
+        };
+        if let Some(id) = found.filter(launched) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no standby VM appeared for {mem}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_create_takes_over_the_standby_vm_of_its_snapshot() {
+    rt().block_on(async {
+        let client = server().client();
+        let source = common::create(&client, "base").await;
+        let _g = KillOnDrop(Some(source.clone()));
+        run(&source, "echo prepared > /home/user/standby.txt; sync").await;
+        let snap = source.create_snapshot(Some("standby")).await.unwrap();
+
+        let first = common::create(&client, &snap.snapshot_id).await;
+        let _g1 = KillOnDrop(Some(first.clone()));
+        let mem = common::mem_path_of(first.id());
+        // After a create, the server starts QEMU for the next one ahead of demand...
+        let standby = standby_of(&mem, &[first.id()]).await;
+        // ...which is no sandbox until a create claims it.
+        let unknown = client.get_sandbox(&standby).await.unwrap_err();
+        assert_eq!(unknown.status(), Some(404), "{unknown:?}");
+
+        let second = common::create(&client, &snap.snapshot_id).await;
+        let _g2 = KillOnDrop(Some(second.clone()));
+        assert_eq!(
+            second.id(),
+            standby,
+            "the create did not use the standby VM"
+        );
+        // It is a full sandbox in the snapshot's state, isolated from its sibling.
+        assert_eq!(
+            run(&second, "cat /home/user/standby.txt").await,
+            "prepared\n"
+        );
+        run(&second, "echo second > /home/user/standby.txt").await;
+        assert_eq!(
+            run(&first, "cat /home/user/standby.txt").await,
+            "prepared\n"
+        );
+        let a = run(&first, "cat /proc/sys/kernel/random/uuid").await;
+        let b = run(&second, "cat /proc/sys/kernel/random/uuid").await;
+        assert_ne!(a, b);
+
+        // The next standby replaces the claimed one; deleting the snapshot stops it, and the
+        // sandboxes started from the snapshot keep running.
+        let next = standby_of(&mem, &[first.id(), second.id()]).await;
+        assert_ne!(next, standby);
+        assert!(client.delete_snapshot(&snap.snapshot_id).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while common::qemu_cmdline_of(&next).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby of a deleted snapshot still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(run(&second, "cat /home/user/standby.txt").await, "second\n");
+        assert_eq!(run(&first, "echo alive").await, "alive\n");
     });
 }

@@ -3,6 +3,8 @@
 //! The record is stored before the VM starts so a crash at any point leaves something for
 //! restart recovery to clean up. Any failure tears down what was made, in reverse.
 
+use std::path::PathBuf;
+
 use chrono::{DateTime, Utc};
 use warren_proto::api::Sandbox;
 
@@ -41,7 +43,18 @@ impl SandboxManager {
         let plan = self.boot_plan(&cmd).await?;
         let mut env_vars = plan.env.clone();
         env_vars.extend(cmd.env_vars);
-        let id = ids::sandbox_id();
+        // Templates and snapshots (not fork or build sources, which are short-lived) get a
+        // standby VM; a create that finds one takes over its sandbox id.
+        let standby_dir = plan
+            .source
+            .as_ref()
+            .filter(|_| cmd.boot_from.is_none())
+            .map(|s| s.dir.clone());
+        let allow_internet = cmd.allow_internet.unwrap_or(true);
+        let claimed = standby_dir
+            .as_ref()
+            .and_then(|dir| self.inner.runtime.claim_standby(dir, allow_internet));
+        let id = claimed.clone().unwrap_or_else(ids::sandbox_id);
         let started_at = now();
         let record = SandboxRecord {
             id: id.clone(),
@@ -82,7 +95,13 @@ impl SandboxManager {
         tracing::info!(sandbox_id = %id, template_id = %record.template_id, "sandbox starting");
         let cold_image = matches!(cmd.boot_from, Some(BootFrom::Image));
         match self.boot(&record, plan.source, cold_image, timeout).await {
-            Ok(sandbox) => Ok(sandbox),
+            Ok(sandbox) => {
+                if let Some(dir) = standby_dir {
+                    tracing::debug!(sandbox_id = %id, standby = claimed.is_some(), "started");
+                    self.spawn_standby(dir, allow_internet, record.vcpus, record.memory_mb);
+                }
+                Ok(sandbox)
+            }
             Err(err) => {
                 tracing::warn!(sandbox_id = %id, error = %err, "sandbox failed to start");
                 self.teardown(&id, StopReason::Killed).await;
@@ -180,6 +199,28 @@ impl SandboxManager {
 }
 
 impl SandboxManager {
+    /// Prepares, in the background, the standby VM the next create from the snapshot in
+    /// `dir` will claim (nothing happens when the runtime has one or keeps none). It runs
+    /// after a create has finished so that it does not slow that create down.
+    fn spawn_standby(&self, dir: PathBuf, allow_internet: bool, vcpus: u32, memory_mb: u32) {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let id = ids::sandbox_id();
+            let spec = VmSpec {
+                sandbox_id: id.clone(),
+                template_id: String::new(),
+                vcpus,
+                memory_mb,
+                disk_mb: manager.inner.config.default_disk_mb,
+                run_dir: manager.inner.config.sandboxes_dir().join(&id),
+                allow_internet,
+            };
+            if let Err(e) = manager.inner.runtime.prepare_standby(spec, dir).await {
+                tracing::warn!(error = %e, "cannot prepare a standby VM");
+            }
+        });
+    }
+
     /// Marks a sandbox whose agent is initialised as running: phase, a deadline `timeout`
     /// from now (the client gets its whole timeout from the moment the sandbox is usable),
     /// the agent's address; in memory, then in the store, then wakes the timeout timer.

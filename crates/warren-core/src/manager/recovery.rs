@@ -162,7 +162,17 @@ impl SandboxManager {
                 continue;
             }
             tracing::info!(sandbox_id = %name, "removing orphaned sandbox run dir");
-            if let Err(err) = self.inner.runtime.kill(&name).await {
+            // A standby VM of the previous server (or a VM whose record was never stored)
+            // may still run there: adopt it to kill it.
+            let spec = AttachSpec {
+                sandbox_id: name.clone(),
+                run_dir: entry.path(),
+                pid: None,
+                agent_port: None,
+            };
+            if let Ok(Some(_vm)) = self.inner.runtime.attach(spec).await
+                && let Err(err) = self.inner.runtime.kill(&name).await
+            {
                 tracing::warn!(sandbox_id = %name, error = %err, "cannot kill leftover VM");
             }
             if let Err(err) = std::fs::remove_dir_all(entry.path()) {

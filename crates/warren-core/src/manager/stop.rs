@@ -171,6 +171,8 @@ impl SandboxManager {
         {
             timer.abort();
         }
+        // Standby VMs belong to no sandbox: nothing would adopt them.
+        self.inner.runtime.drop_standbys().await;
         let ids: Vec<String> = self.live().keys().cloned().collect();
         match mode {
             ShutdownMode::Detach => {

@@ -63,12 +63,12 @@ use crate::qmp::{Qmp, QmpError};
 use crate::vm::Vm;
 
 pub use manifest::{
-    FileRef, MANIFEST_MAGIC, MANIFEST_VERSION, MachineSpec, ManifestLoadError, ManifestWriteError,
-    SnapshotManifest, VerifyError,
+    FileRef, MANIFEST_FILE, MANIFEST_MAGIC, MANIFEST_VERSION, MachineSpec, ManifestLoadError,
+    ManifestWriteError, SnapshotManifest, VerifyError,
 };
 use migration::{MigrationSocket, qmp, resume, set_capabilities, wait_migration};
 use precopy::precopy;
-pub use restore::{RestoreError, restore};
+pub use restore::{RestoreError, finish, prelaunch, restore};
 
 /// The RAM image's file name inside a snapshot directory.
 pub const MEM_FILE: &str = "mem";

@@ -4,7 +4,9 @@
 //!    default bandwidth cap and one with it raised. The last live snapshot and the raised
 //!    naive save are kept for step 2;
 //! 2. create-from-snapshot until `GET /health` answers 204, `--runs` times per path, one VM
-//!    at a time;
+//!    at a time; then the same from a standby VM, as the server keeps them (QEMU launched
+//!    for the snapshot beforehand, device state loaded, guest paused: untimed; timed from
+//!    resuming the guest on, see `warren_core::standby`);
 //! 3. fork 8: one snapshot of `S` plus 8 concurrent restores to agent-ready; the 8 clones
 //!    then idle ~2 s and their QEMUs' PSS is read; same for the naive path;
 //! 4. freeze with 256 MiB freshly dirtied: a guest process fills a 256 MiB buffer with random
@@ -124,6 +126,7 @@ async fn sequence(
     let naive_ = naive_file.context("no naive save")?;
     report.restore_live = restore_runs(lab, &live, runs).await;
     report.restore_naive = restore_runs(lab, &naive_, runs).await;
+    report.restore_standby = standby_runs(lab, &live, runs).await;
 
     say("(c)(d) fork 8 and idle PSS");
     report.fork_live = fork(lab, src, true).await?;
@@ -294,6 +297,46 @@ async fn restore_runs(lab: &Lab, saved: &Saved, runs: u32) -> Summary {
             Err(e) => {
                 say(&format!("  {path} restore {} failed: {e:#}", i + 1));
                 out.failed += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Restores of `saved` (a live snapshot) through a standby VM: QEMU is launched on a fresh
+/// overlay and its device state loaded (not timed: the server does that before the create
+/// comes), then the guest is resumed and its agent awaited (timed).
+async fn standby_runs(lab: &Lab, saved: &Saved, runs: u32) -> Summary {
+    let mut out = Summary::default();
+    let Saved::Live { dir, .. } = saved else {
+        return out;
+    };
+    for i in 0..runs {
+        let id = lab.name("standby");
+        let disk = lab::file(lab, &format!("{id}.qcow2"));
+        let attempt = async {
+            warren_vm::create_overlay(saved.disk(), &disk).await?;
+            let vm = snapshot::prelaunch(lab.vm_config(&id, &disk), dir).await?;
+            // The create comes some time later; QEMU has finished starting by then.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let started = Instant::now();
+            snapshot::finish(&vm).await?;
+            if let Err(e) = vm.wait_agent(AGENT_TIMEOUT).await {
+                let _ = vm.kill().await;
+                return Err(anyhow::Error::from(e));
+            }
+            anyhow::Ok((vm, started.elapsed()))
+        };
+        match attempt.await {
+            Ok((vm, took)) => {
+                say(&format!("  standby restore {}: {took:?}", i + 1));
+                out.push(took);
+                discard(lab, vm).await;
+            }
+            Err(e) => {
+                say(&format!("  standby restore {} failed: {e:#}", i + 1));
+                out.failed += 1;
+                let _ = std::fs::remove_file(&disk);
             }
         }
     }

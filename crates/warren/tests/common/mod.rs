@@ -167,6 +167,48 @@ pub fn qemus_of(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The command line of the QEMU running sandbox `id` (its `-name` is `warren-<id>,...`).
+pub fn qemu_cmdline_of(id: &str) -> Option<String> {
+    let name = format!("warren-{id},");
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .find(|cmd| cmd.starts_with("qemu-system") && cmd.contains(&name))
+}
+
+/// Command lines of the QEMU processes whose command line mentions `needle`.
+pub fn qemus_mentioning(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmd| cmd.starts_with("qemu-system") && cmd.contains(needle))
+        .collect()
+}
+
+/// The RAM image a restored sandbox's QEMU maps: its snapshot's `mem` file.
+pub fn mem_path_of(id: &str) -> String {
+    let cmd = qemu_cmdline_of(id).unwrap_or_else(|| panic!("no QEMU for sandbox {id}"));
+    let start = cmd.find("mem-path=").expect("a file-backed RAM") + "mem-path=".len();
+    let rest = &cmd[start..];
+    rest[..rest.find(',').unwrap_or(rest.len())].to_owned()
+}
+
 fn kill_qemus_of(dir: &Path) {
     for pid in qemus_of(dir) {
         // SAFETY: plain kill(2); at worst the process is already gone.

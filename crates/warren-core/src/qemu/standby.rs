@@ -1,0 +1,103 @@
+//! The QEMU side of standby VMs (what they are and why: `crate::standby`): launching one
+//! for a snapshot, finishing a claimed one into a running sandbox, and discarding one.
+
+use std::path::PathBuf;
+use std::sync::MutexGuard;
+
+use warren_vm::snapshot::{self, SnapshotManifest};
+use warren_vm::{Vm, VmConfig};
+
+use super::{QemuRuntime, save_config};
+use crate::runtime::{RuntimeError, StartedVm, VmSpec};
+use crate::standby::StandbyPool;
+
+/// A standby VM: QEMU launched for a restore, its device state loaded, its guest paused.
+pub(crate) struct Standby {
+    pub vm: Vm,
+    pub cfg: VmConfig,
+}
+
+impl Standby {
+    /// Kills the standby's QEMU and removes its overlay, and its run dir when `run_dir` (a
+    /// standby nobody claimed; a claimed one's run dir belongs to the sandbox's record).
+    pub async fn discard(self, run_dir: bool) {
+        if let Err(e) = self.vm.kill().await {
+            tracing::warn!(sandbox_id = %self.cfg.id, error = %e, "cannot kill a standby VM");
+        }
+        let _ = std::fs::remove_file(&self.cfg.root_disk);
+        if run_dir {
+            let _ = std::fs::remove_dir_all(&self.cfg.run_dir);
+        }
+    }
+}
+
+impl QemuRuntime {
+    pub(super) fn standbys(&self) -> MutexGuard<'_, StandbyPool<Standby>> {
+        self.standbys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Launches a standby for `spec` from the snapshot in `dir`, unless the pool has one for
+    /// it or the snapshot has no memory; `Ok(true)` when one was added.
+    pub(super) async fn prepare(&self, spec: VmSpec, dir: PathBuf) -> Result<bool, RuntimeError> {
+        if !self.standbys().wants(&dir, spec.allow_internet) {
+            return Ok(false);
+        }
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Start(e);
+        let manifest = SnapshotManifest::load(&dir).map_err(|e| err(Box::new(e)))?;
+        if manifest.memory.is_none() {
+            return Ok(false);
+        }
+        let cfg = self.restore_config(&spec, &dir, &manifest).await?;
+        let launched = match save_config(&cfg) {
+            Ok(()) => snapshot::prelaunch(cfg.clone(), &dir)
+                .await
+                .map_err(|e| err(Box::new(e))),
+            Err(e) => Err(err(e)),
+        };
+        let vm = match launched {
+            Ok(vm) => vm,
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.root_disk);
+                let _ = std::fs::remove_dir_all(&cfg.run_dir);
+                return Err(e);
+            }
+        };
+        let id = spec.sandbox_id.clone();
+        let standby = Standby { vm, cfg };
+        let refused = {
+            let mut pool = self.standbys();
+            // Deleting a snapshot removes its files, then drops its standbys under this lock:
+            // one that finished starting after that must not be kept.
+            if dir.join(snapshot::MANIFEST_FILE).exists() {
+                pool.insert(id.clone(), dir, spec.allow_internet, standby)
+            } else {
+                vec![standby]
+            }
+        };
+        let mut added = true;
+        for standby in refused {
+            added &= standby.cfg.id != id;
+            standby.discard(true).await;
+        }
+        if added {
+            tracing::debug!(sandbox_id = %id, "standby VM ready");
+        }
+        Ok(added)
+    }
+
+    /// Completes the restore of a claimed standby: the sandbox `sandbox_id` runs on it.
+    pub(super) async fn finish_standby(
+        &self,
+        sandbox_id: &str,
+        standby: Standby,
+    ) -> Result<StartedVm, RuntimeError> {
+        match snapshot::finish(&standby.vm).await {
+            Ok(()) => Ok(self.adopt(sandbox_id, standby.vm, standby.cfg)),
+            Err(e) => {
+                // `finish` killed the VM; its run dir is the sandbox's, removed by the manager.
+                let _ = std::fs::remove_file(&standby.cfg.root_disk);
+                Err(RuntimeError::Restore(Box::new(e)))
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Standby VMs: QEMU processes started ahead of demand for the snapshots that sandboxes were
+//! recently created from, each waiting (device state loaded, guest paused) to become the
+//! next sandbox of its snapshot.
+//!
+//! Why: starting QEMU (linking its ~50 shared libraries, setting up the machine) is 25-40 ms
+//! of the ~110 ms that starting a sandbox from a snapshot takes under TCG here. A standby
+//! has paid that already, so a create that finds one only resumes the guest and waits for
+//! its agent.
+//!
+//! Life of a standby: *prepared* (launched, in the pool, unclaimed) → *claimed* by a create,
+//! which gives its new record the standby's sandbox id → *taken* by the runtime's
+//! `start_from_snapshot` for that id, which finishes the restore; from then on it is an
+//! ordinary VM. A standby is dropped (its QEMU killed) when its snapshot is no longer listed,
+//! when a standby for another snapshot needs its place, and when the server stops. It has a
+//! run dir under the sandboxes dir like a sandbox but no record, so after a server crash the
+//! restart's sweep of run dirs without a record kills it.
+//!
+//! Limits, stated plainly: one unclaimed standby per snapshot and at most `capacity`
+//! snapshots with one. A burst of creates from one snapshot gets one standby; the others
+//! start QEMU as before. The manager prepares the replacement only after the create that
+//! claimed a standby has finished, so the replacement does not compete for the CPU with the
+//! guest that is just starting; a create arriving in between also starts QEMU itself.
+//!
+//! This module is the bookkeeping only (generic over what is kept, so it is unit-tested
+//! without QEMU); the QEMU runtime launches and kills the VMs.
+
+use std::path::{Path, PathBuf};
+
+struct Entry<V> {
+    sandbox_id: String,
+    snapshot_dir: PathBuf,
+    allow_internet: bool,
+    claimed: bool,
+    vm: V,
+}
+
+/// The standbys of a runtime, oldest first.
+pub(crate) struct StandbyPool<V> {
+    capacity: usize,
+    entries: Vec<Entry<V>>,
+}
+
+impl<V> StandbyPool<V> {
+    /// A pool keeping standbys for at most `capacity` snapshots (0: no standbys).
+    pub fn new(capacity: usize) -> Self {
+        StandbyPool {
+            capacity,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Whether a standby for `snapshot_dir` should be prepared: the pool is enabled and holds
+    /// no unclaimed one for it.
+    pub fn wants(&self, snapshot_dir: &Path, allow_internet: bool) -> bool {
+        self.capacity > 0
+            && !self.entries.iter().any(|e| {
+                !e.claimed && e.snapshot_dir == snapshot_dir && e.allow_internet == allow_internet
+            })
+    }
+
+    /// Adds a prepared standby. Returns what no longer fits (the oldest unclaimed standbys of
+    /// other snapshots, or the new one itself when the pool does not want it): the caller
+    /// kills those.
+    pub fn insert(
+        &mut self,
+        sandbox_id: String,
+        snapshot_dir: PathBuf,
+        allow_internet: bool,
+        vm: V,
+    ) -> Vec<V> {
+        if !self.wants(&snapshot_dir, allow_internet) {
+            return vec![vm];
+        }
+        self.entries.push(Entry {
+            sandbox_id,
+            snapshot_dir,
+            allow_internet,
+            claimed: false,
+            vm,
+        });
+        let mut evicted = Vec::new();
+        while self.entries.iter().filter(|e| !e.claimed).count() > self.capacity {
+            let Some(oldest) = self.entries.iter().position(|e| !e.claimed) else {
+                break;
+            };
+            evicted.push(self.entries.remove(oldest).vm);
+        }
+        evicted
+    }
+
+    /// Claims the standby of `snapshot_dir` for a create; returns the sandbox id it was
+    /// launched under. Standbys for which `alive` is false are dropped on the way (their
+    /// QEMU is gone; the disk collection removes their overlay).
+    pub fn claim(
+        &mut self,
+        snapshot_dir: &Path,
+        allow_internet: bool,
+        alive: impl Fn(&V) -> bool,
+    ) -> Option<String> {
+        self.entries.retain(|e| e.claimed || alive(&e.vm));
+        let entry = self.entries.iter_mut().find(|e| {
+            !e.claimed && e.snapshot_dir == snapshot_dir && e.allow_internet == allow_internet
+        })?;
+        entry.claimed = true;
+        Some(entry.sandbox_id.clone())
+    }
+
+    /// Removes the standby launched as `sandbox_id`, claimed or not.
+    pub fn take(&mut self, sandbox_id: &str) -> Option<V> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.sandbox_id == sandbox_id)?;
+        Some(self.entries.remove(at).vm)
+    }
+
+    /// Removes the unclaimed standbys whose snapshot `keep` rejects.
+    pub fn remove_unless(&mut self, keep: impl Fn(&Path) -> bool) -> Vec<V> {
+        let (gone, kept) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| !e.claimed && !keep(&e.snapshot_dir));
+        self.entries = kept;
+        gone.into_iter().map(|e| e.vm).collect()
+    }
+
+    /// Removes every standby.
+    pub fn drain(&mut self) -> Vec<V> {
+        self.entries.drain(..).map(|e| e.vm).collect()
+    }
+
+    /// Every standby, claimed or not.
+    pub fn iter(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|e| &e.vm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        PathBuf::from(format!("/snap/{name}"))
+    }
+
+    #[test]
+    fn a_claimed_standby_is_taken_by_its_id_and_not_claimed_twice() {
+        let mut pool = StandbyPool::new(2);
+        assert!(pool.wants(&dir("a"), true));
+        assert!(pool.insert("s1".into(), dir("a"), true, 1).is_empty());
+        assert!(!pool.wants(&dir("a"), true));
+        // Another network setting is another machine: no match.
+        assert_eq!(pool.claim(&dir("a"), false, |_| true), None);
+        assert_eq!(pool.claim(&dir("a"), true, |_| true), Some("s1".into()));
+        assert_eq!(pool.claim(&dir("a"), true, |_| true), None);
+        // Claimed, it no longer counts: a replacement is wanted.
+        assert!(pool.wants(&dir("a"), true));
+        assert_eq!(pool.take("s1"), Some(1));
+        assert_eq!(pool.take("s1"), None);
+    }
+
+    #[test]
+    fn the_oldest_snapshot_makes_room_and_duplicates_are_refused() {
+        let mut pool = StandbyPool::new(2);
+        assert!(pool.insert("s1".into(), dir("a"), true, 1).is_empty());
+        assert!(pool.insert("s2".into(), dir("b"), true, 2).is_empty());
+        assert_eq!(pool.insert("s3".into(), dir("b"), true, 3), vec![3]);
+        assert_eq!(pool.insert("s4".into(), dir("c"), true, 4), vec![1]);
+        assert_eq!(pool.iter().copied().collect::<Vec<_>>(), vec![2, 4]);
+    }
+
+    #[test]
+    fn a_claimed_standby_survives_eviction_and_snapshot_removal() {
+        let mut pool = StandbyPool::new(1);
+        pool.insert("s1".into(), dir("a"), true, 1);
+        pool.claim(&dir("a"), true, |_| true);
+        assert!(pool.insert("s2".into(), dir("b"), true, 2).is_empty());
+        assert_eq!(pool.remove_unless(|_| false), vec![2]);
+        assert_eq!(pool.drain(), vec![1]);
+    }
+
+    #[test]
+    fn dead_standbys_are_skipped_and_disabled_pools_want_nothing() {
+        let mut pool = StandbyPool::new(2);
+        pool.insert("s1".into(), dir("a"), true, 1);
+        assert_eq!(pool.claim(&dir("a"), true, |v| *v != 1), None);
+        assert_eq!(pool.iter().count(), 0);
+        let mut off = StandbyPool::new(0);
+        assert!(!off.wants(&dir("a"), true));
+        assert_eq!(off.insert("s1".into(), dir("a"), true, 1), vec![1]);
+    }
+}
