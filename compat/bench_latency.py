@@ -3,8 +3,10 @@
 Two figures, each over N runs (default 20), reported as p50 / p90 / min / max in ms:
 
 * `Sandbox.create()`: one call = one REST create that returns once the sandbox's agent
-  answers (a cold VM boot under TCG on this machine). Each sandbox is killed right after
-  its create is timed, outside the timed region, so runs do not pile up VMs.
+  answers and is initialised: a restore of the `base` template's ready snapshot (a cold
+  boot for a create that comes before the server has built `base`, e.g. the first one on a
+  fresh data dir). Each sandbox is killed right after its create is timed, outside the
+  timed region, so runs do not pile up VMs.
 * `sandbox.commands.run("true")`: one Connect server-stream `process.Process/Start` through
   the gateway, from the request until the end event. All runs use one sandbox, after one
   untimed warm-up run (the first call also opens the HTTP connection pool).

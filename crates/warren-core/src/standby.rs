@@ -16,10 +16,9 @@
 //! restart's sweep of run dirs without a record kills it.
 //!
 //! Limits, stated plainly: one unclaimed standby per snapshot and at most `capacity`
-//! snapshots with one. A burst of creates from one snapshot gets one standby; the others
-//! start QEMU as before. The manager prepares the replacement only after the create that
-//! claimed a standby has finished, so the replacement does not compete for the CPU with the
-//! guest that is just starting; a create arriving in between also starts QEMU itself.
+//! snapshots with one. Each create from a snapshot asks for the replacement as it starts,
+//! so back-to-back creates each find one, but of a burst of concurrent creates only the
+//! first gets a standby; the others start QEMU as before.
 //!
 //! This module is the bookkeeping only (generic over what is kept, so it is unit-tested
 //! without QEMU); the QEMU runtime launches and kills the VMs.

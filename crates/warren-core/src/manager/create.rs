@@ -93,13 +93,13 @@ impl SandboxManager {
             );
         }
         tracing::info!(sandbox_id = %id, template_id = %record.template_id, "sandbox starting");
+        if let Some(dir) = standby_dir {
+            self.spawn_standby(dir, allow_internet, record.vcpus, record.memory_mb);
+        }
         let cold_image = matches!(cmd.boot_from, Some(BootFrom::Image));
         match self.boot(&record, plan.source, cold_image, timeout).await {
             Ok(sandbox) => {
-                if let Some(dir) = standby_dir {
-                    tracing::debug!(sandbox_id = %id, standby = claimed.is_some(), "started");
-                    self.spawn_standby(dir, allow_internet, record.vcpus, record.memory_mb);
-                }
+                tracing::debug!(sandbox_id = %id, standby = claimed.is_some(), "started");
                 Ok(sandbox)
             }
             Err(err) => {
@@ -200,8 +200,10 @@ impl SandboxManager {
 
 impl SandboxManager {
     /// Prepares, in the background, the standby VM the next create from the snapshot in
-    /// `dir` will claim (nothing happens when the runtime has one or keeps none). It runs
-    /// after a create has finished so that it does not slow that create down.
+    /// `dir` will claim (nothing happens when the runtime has one or keeps none). Called as a
+    /// create starts: starting QEMU then overlaps with that create's guest warming up, which
+    /// keeps one host core busy, so back-to-back creates each find a standby (prepared after
+    /// the create instead, every other one of them had to start QEMU itself).
     fn spawn_standby(&self, dir: PathBuf, allow_internet: bool, vcpus: u32, memory_mb: u32) {
         let manager = self.clone();
         tokio::spawn(async move {
