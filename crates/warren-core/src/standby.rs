@@ -37,6 +37,9 @@ struct Entry<V> {
 pub(crate) struct StandbyPool<V> {
     capacity: usize,
     entries: Vec<Entry<V>>,
+    /// Standbys being launched (snapshot, network setting), so that concurrent creates
+    /// from one snapshot do not all launch one.
+    starting: Vec<(PathBuf, bool)>,
 }
 
 impl<V> StandbyPool<V> {
@@ -45,6 +48,27 @@ impl<V> StandbyPool<V> {
         StandbyPool {
             capacity,
             entries: Vec::new(),
+            starting: Vec::new(),
+        }
+    }
+
+    /// Reserves the launch of a standby for `snapshot_dir` if one [is wanted](Self::wants)
+    /// and none is being launched; the launcher ends the reservation with
+    /// [`StandbyPool::release`] whatever happens.
+    pub fn reserve(&mut self, snapshot_dir: &Path, allow_internet: bool) -> bool {
+        let key = (snapshot_dir.to_owned(), allow_internet);
+        if !self.wants(snapshot_dir, allow_internet) || self.starting.contains(&key) {
+            return false;
+        }
+        self.starting.push(key);
+        true
+    }
+
+    /// Ends a reservation made by [`StandbyPool::reserve`].
+    pub fn release(&mut self, snapshot_dir: &Path, allow_internet: bool) {
+        let key = (snapshot_dir.to_owned(), allow_internet);
+        if let Some(at) = self.starting.iter().position(|k| *k == key) {
+            self.starting.remove(at);
         }
     }
 
@@ -155,6 +179,19 @@ mod tests {
         assert!(pool.wants(&dir("a"), true));
         assert_eq!(pool.take("s1"), Some(1));
         assert_eq!(pool.take("s1"), None);
+    }
+
+    #[test]
+    fn one_launch_at_a_time_per_snapshot() {
+        let mut pool = StandbyPool::<u32>::new(2);
+        assert!(pool.reserve(&dir("a"), true));
+        assert!(!pool.reserve(&dir("a"), true));
+        assert!(pool.reserve(&dir("b"), true));
+        pool.release(&dir("a"), true);
+        assert!(pool.reserve(&dir("a"), true));
+        pool.release(&dir("a"), true);
+        pool.insert("s1".into(), dir("a"), true, 1);
+        assert!(!pool.reserve(&dir("a"), true));
     }
 
     #[test]

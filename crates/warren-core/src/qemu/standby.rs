@@ -1,7 +1,7 @@
 //! The QEMU side of standby VMs (what they are and why: `crate::standby`): launching one
 //! for a snapshot, finishing a claimed one into a running sandbox, and discarding one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
 
 use warren_vm::snapshot::{self, SnapshotManifest};
@@ -37,52 +37,64 @@ impl QemuRuntime {
     }
 
     /// Launches a standby for `spec` from the snapshot in `dir`, unless the pool has one for
-    /// it or the snapshot has no memory; `Ok(true)` when one was added.
+    /// it (or is launching one) or the snapshot has no memory; `Ok(true)` when one was added.
     pub(super) async fn prepare(&self, spec: VmSpec, dir: PathBuf) -> Result<bool, RuntimeError> {
-        if !self.standbys().wants(&dir, spec.allow_internet) {
+        let allow_internet = spec.allow_internet;
+        if !self.standbys().reserve(&dir, allow_internet) {
             return Ok(false);
         }
-        let err = |e: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Start(e);
-        let manifest = SnapshotManifest::load(&dir).map_err(|e| err(Box::new(e)))?;
-        if manifest.memory.is_none() {
-            return Ok(false);
-        }
-        let cfg = self.restore_config(&spec, &dir, &manifest).await?;
-        let launched = match save_config(&cfg) {
-            Ok(()) => snapshot::prelaunch(cfg.clone(), &dir)
-                .await
-                .map_err(|e| err(Box::new(e))),
-            Err(e) => Err(err(e)),
-        };
-        let vm = match launched {
-            Ok(vm) => vm,
-            Err(e) => {
-                let _ = std::fs::remove_file(&cfg.root_disk);
-                let _ = std::fs::remove_dir_all(&cfg.run_dir);
-                return Err(e);
-            }
-        };
-        let id = spec.sandbox_id.clone();
-        let standby = Standby { vm, cfg };
+        let launched = self.launch_standby(&spec, &dir).await;
         let refused = {
             let mut pool = self.standbys();
-            // Deleting a snapshot removes its files, then drops its standbys under this lock:
-            // one that finished starting after that must not be kept.
-            if dir.join(snapshot::MANIFEST_FILE).exists() {
-                pool.insert(id.clone(), dir, spec.allow_internet, standby)
-            } else {
-                vec![standby]
+            pool.release(&dir, allow_internet);
+            match launched {
+                // Deleting a snapshot removes its files, then drops its standbys under this
+                // lock: one that finished starting after that must not be kept.
+                Ok(Some(standby)) if dir.join(snapshot::MANIFEST_FILE).exists() => {
+                    pool.insert(spec.sandbox_id.clone(), dir, allow_internet, standby)
+                }
+                Ok(Some(standby)) => vec![standby],
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(e),
             }
         };
         let mut added = true;
         for standby in refused {
-            added &= standby.cfg.id != id;
+            added &= standby.cfg.id != spec.sandbox_id;
             standby.discard(true).await;
         }
         if added {
-            tracing::debug!(sandbox_id = %id, "standby VM ready");
+            tracing::debug!(sandbox_id = %spec.sandbox_id, "standby VM ready");
         }
         Ok(added)
+    }
+
+    /// Starts the QEMU of a standby; `None` for a snapshot without memory.
+    async fn launch_standby(
+        &self,
+        spec: &VmSpec,
+        dir: &Path,
+    ) -> Result<Option<Standby>, RuntimeError> {
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Start(e);
+        let manifest = SnapshotManifest::load(dir).map_err(|e| err(Box::new(e)))?;
+        if manifest.memory.is_none() {
+            return Ok(None);
+        }
+        let cfg = self.restore_config(spec, dir, &manifest).await?;
+        let launched = match save_config(&cfg) {
+            Ok(()) => snapshot::prelaunch(cfg.clone(), dir)
+                .await
+                .map_err(|e| err(Box::new(e))),
+            Err(e) => Err(err(e)),
+        };
+        match launched {
+            Ok(vm) => Ok(Some(Standby { vm, cfg })),
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.root_disk);
+                let _ = std::fs::remove_dir_all(&cfg.run_dir);
+                Err(e)
+            }
+        }
     }
 
     /// Completes the restore of a claimed standby: the sandbox `sandbox_id` runs on it.
