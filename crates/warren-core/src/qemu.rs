@@ -269,9 +269,10 @@ impl QemuRuntime {
         let mut manifest = SnapshotManifest {
             magic: MANIFEST_MAGIC.to_owned(),
             version: MANIFEST_VERSION,
+            // The directory is filled as `.tmp-<id>` and renamed to `<id>` once complete.
             id: dir
                 .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(|n| n.to_string_lossy().trim_start_matches(".tmp-").to_owned())
                 .unwrap_or_default(),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
