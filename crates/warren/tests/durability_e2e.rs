@@ -562,8 +562,35 @@ fn source_vm_killed_mid_snapshot_fails_cleanly() {
     });
 }
 
+/// Builds a one-step template whose step fails; returns its build's status once it ended.
+async fn failed_build(client: &Client) -> warren_template::e2b::TemplateBuildInfo {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("template.toml");
+    let toml = "name = \"restart-log\"\n\n[[steps]]\nrun = \"echo before-the-failure; exit 3\"\n";
+    std::fs::write(&file, toml).expect("write the template");
+    let archive = warren_client::pack_template(&file).expect("pack the template");
+    let started = client
+        .submit_template_archive(archive, false)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let info = client
+            .template_build_status(&started.template_id, &started.build_id, 0)
+            .await
+            .unwrap();
+        use warren_template::registry::BuildStatus;
+        if !matches!(info.status, BuildStatus::Waiting | BuildStatus::Building) {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "the build did not end");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// A snapshot outlives server restarts (a normal stop, then a SIGKILL): it stays listed, and
 /// a sandbox started from it by the new server continues the snapshot's in-memory counter.
+/// A finished template build's log survives them too.
 #[test]
 fn snapshot_survives_server_restarts() {
     common::rt().block_on(async {
@@ -581,11 +608,38 @@ fn snapshot_survives_server_restarts() {
             snap.snapshot_id,
             taking.elapsed()
         );
+        let build = failed_build(&client).await;
+        let logged = |info: &warren_template::e2b::TemplateBuildInfo| {
+            info.log_entries
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+        };
+        let messages = logged(&build);
+        assert!(
+            messages.iter().any(|m| m.contains("before-the-failure")),
+            "{messages:?}"
+        );
 
         let status = node.stop().await;
         assert!(status.success(), "warren serve exited with {status}");
         node.start().await;
         let client = node.client();
+        let after = client
+            .template_build_status(&build.template_id, &build.build_id, 0)
+            .await
+            .unwrap();
+        assert_eq!(after.status, build.status);
+        assert_eq!(
+            logged(&after),
+            messages,
+            "the build's log changed over a restart"
+        );
+        let tail = client
+            .template_build_status(&build.template_id, &build.build_id, messages.len() - 1)
+            .await
+            .unwrap();
+        assert_eq!(logged(&tail), messages[messages.len() - 1..]);
 
         let listed = all_snapshots(&client).await;
         assert!(

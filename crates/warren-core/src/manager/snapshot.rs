@@ -326,7 +326,7 @@ impl SandboxManager {
     }
 
     /// Removes disk layers nothing depends on any more.
-    pub(super) async fn collect_garbage(&self) {
+    pub(crate) async fn collect_garbage(&self) {
         let keep = match self.inner.store.call(|s| s.list_snapshots()).await {
             Ok(all) => all
                 .into_iter()

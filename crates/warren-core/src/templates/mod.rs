@@ -4,6 +4,7 @@
 //! (`manager/templates.rs`): it resolves the name to the ready snapshot recorded here.
 
 pub mod backend;
+mod build_logs;
 mod e2b_flow;
 pub mod service;
 mod uploads;

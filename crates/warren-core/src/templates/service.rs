@@ -6,9 +6,10 @@
 //! every change, under one async lock so two builds finishing together cannot lose an update.
 //! A build runs in its own task: [`TemplateService::submit`] answers at once with the build
 //! record, and the build's log is read by offset ([`TemplateService::status`]) while it runs.
-//! Logs are kept in memory only: after a server restart the records remain, with their
-//! status and failure reason, but the log lines of earlier builds are gone. A build that was
-//! running when the server stopped is marked as failed on the next start.
+//! A running build's log is kept in memory; when the build ends it is saved to disk
+//! (`build_logs.rs`) and served from there, so a restarted server still has it. A build that
+//! was running when the server stopped is marked as failed on the next start, without log
+//! lines.
 //!
 //! Known shortcoming: cached layers (`<data>/templates/layers/<key>`) are never deleted, even
 //! when no build refers to them any more (`registry::layers_in_use` says which ones are
@@ -29,6 +30,7 @@ use warren_template::registry::{
 };
 
 use super::backend::{BUILD_METADATA, VmBuildBackend};
+use super::build_logs;
 use crate::ids;
 use crate::manager::{ErrorKind, ListFilter, SandboxManager};
 use crate::store::{Store, StoreError};
@@ -264,10 +266,12 @@ impl TemplateService {
         offset: usize,
     ) -> Result<TemplateBuildInfo, TemplateError> {
         let build = self.build_of(template_id, build_id).await?;
-        let entries = self
-            .log_of(build_id)
-            .map(|l| l.since(offset))
-            .unwrap_or_default();
+        let entries = match self.log_of(build_id) {
+            Some(log) => log.since(offset),
+            None => build_logs::load(&self.templates_dir(), build_id)
+                .and_then(|all| all.get(offset..).map(<[_]>::to_vec))
+                .unwrap_or_default(),
+        };
         Ok(e2b::build_info(
             &build.template_id,
             build_id,
@@ -277,7 +281,12 @@ impl TemplateService {
         ))
     }
 
-    /// The log of a build this server process ran or runs (readers may `wait_beyond` it).
+    fn templates_dir(&self) -> PathBuf {
+        self.inner.manager.config().templates_dir()
+    }
+
+    /// The log of a build this server process runs, or ran and could not save (readers may
+    /// `wait_beyond` it); finished builds' logs are read with [`TemplateService::status`].
     pub fn log_of(&self, build_id: &str) -> Option<BuildLog> {
         let logs = self.inner.logs.lock().unwrap_or_else(|p| p.into_inner());
         logs.get(build_id).cloned()
@@ -394,8 +403,11 @@ impl TemplateService {
             if let Some(ready) = &b.ready {
                 let _ = std::fs::remove_dir_all(&ready.snapshot.id);
             }
+            build_logs::remove(&self.templates_dir(), &b.build_id);
         }
         tracing::info!(template = %template.def.name, "template deleted");
+        // Frees what only the deleted snapshots held: disk layers, standby VMs.
+        self.inner.manager.collect_garbage().await;
         Ok(true)
     }
 
@@ -445,6 +457,15 @@ impl TemplateService {
         if let Err(e) = self.record_outcome(&mut build, &result).await {
             tracing::warn!(build_id = %build.build_id, error = %e,
                 "cannot record the end of a build");
+        }
+        match build_logs::save(&self.templates_dir(), &build.build_id, &log.since(0)) {
+            // From now on the saved copy is served; readers still waiting hold their own.
+            Ok(()) => {
+                let mut logs = self.inner.logs.lock().unwrap_or_else(|p| p.into_inner());
+                logs.remove(&build.build_id);
+            }
+            Err(e) => tracing::warn!(build_id = %build.build_id, error = %e,
+                "cannot save a build's log; it is served from memory until the server stops"),
         }
     }
 
