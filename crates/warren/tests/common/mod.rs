@@ -169,18 +169,9 @@ pub fn qemus_of(dir: &Path) -> Vec<u32> {
 
 /// The command line of the QEMU running sandbox `id` (its `-name` is `warren-<id>,...`).
 pub fn qemu_cmdline_of(id: &str) -> Option<String> {
-    let name = format!("warren-{id},");
-    let entries = std::fs::read_dir("/proc").ok()?;
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-        .find(|cmd| cmd.starts_with("qemu-system") && cmd.contains(&name))
+    qemus_mentioning(&format!("warren-{id},"))
+        .into_iter()
+        .next()
 }
 
 /// Command lines of the QEMU processes whose command line mentions `needle`.
