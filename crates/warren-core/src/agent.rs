@@ -72,13 +72,12 @@ impl AgentClient {
         let deadline = tokio::time::Instant::now() + limit;
         let url = format!("http://{addr}/health");
         let mut delay = Duration::from_millis(20);
+        // Doubles up to 8 s: an answer that is slow because many guests warm up at once is
+        // better waited for than dropped and asked for again.
+        let mut patience = Duration::from_secs(2);
         loop {
-            let attempt = self
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
+            let attempt = self.http.get(&url).timeout(patience).send().await;
+            patience = (patience * 2).min(Duration::from_secs(8));
             if matches!(&attempt, Ok(resp) if resp.status().is_success()) {
                 return Ok(());
             }

@@ -30,6 +30,9 @@ const QEMU: &str = "qemu-system-x86_64";
 const STATE_FILE: &str = "vm.json";
 /// How long QEMU may take to open its QMP socket.
 const QMP_STARTUP: Duration = Duration::from_secs(10);
+/// How long the first `/health` request of [`Vm::wait_agent`] may take; later ones get twice
+/// as long, up to four times.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How QEMU ended. Both fields are `None` when the status is unknown (attached VMs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +213,11 @@ impl Vm {
                     console_tail: self.console_tail(),
                 });
             }
-            if health_status(self.agent_addr(), Duration::from_secs(1)).await == Some(204) {
+            // A request the guest is slow to answer (many VMs warming up at once under TCG
+            // take over a second) is better waited for than dropped and sent again; one that
+            // hangs because the guest is not up yet is retried after this long.
+            let patience = ATTEMPT_TIMEOUT * 2u32.pow(attempts.min(3) - 1);
+            if health_status(self.agent_addr(), patience).await == Some(204) {
                 tracing::debug!(vm = %self.id, attempts, waited = ?started.elapsed(),
                     "agent answered");
                 return Ok(());
