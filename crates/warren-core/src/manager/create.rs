@@ -78,19 +78,25 @@ impl SandboxManager {
             auto_pause: cmd.auto_pause,
             auto_resume: cmd.auto_resume,
         };
-        {
+        let full = {
             let mut live = self.live();
-            if live.len() >= config.max_sandboxes {
-                return Err(CreateError::TooMany(config.max_sandboxes));
-            }
-            live.insert(
-                id.clone(),
-                Live {
+            let full = live.len() >= config.max_sandboxes;
+            if !full {
+                let entry = Live {
                     record: record.clone(),
                     agent: None,
                     watcher: None,
-                },
-            );
+                };
+                live.insert(id.clone(), entry);
+            }
+            full
+        };
+        if full {
+            if claimed.is_some() {
+                // Nothing will start the claimed standby now: drop it.
+                let _ = self.inner.runtime.kill(&id).await;
+            }
+            return Err(CreateError::TooMany(config.max_sandboxes));
         }
         tracing::info!(sandbox_id = %id, template_id = %record.template_id, "sandbox starting");
         if let Some(dir) = standby_dir {
