@@ -296,13 +296,14 @@ async fn standby_of(mem: &str, not: &[&str]) -> String {
             let id = cmd[start..].split(',').next()?.to_owned();
             (!not.contains(&id.as_str())).then_some(id)
         });
-        // QEMU is up once `Vm::launch` has written `vm.json`; the pool takes the VM then.
+        // QEMU is up once `Vm::launch` has written `vm.json`; the pool takes the VM after
+        // loading its device state, milliseconds later (a second covers a loaded host).
         let launched = |id: &String| {
             let run_dir = server().data_dir.join("sandboxes").join(id);
             run_dir.join("vm.json").exists()
         };
         if let Some(id) = found.filter(launched) {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
             return id;
         }
         assert!(
