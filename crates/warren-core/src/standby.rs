@@ -7,8 +7,9 @@
 //! has paid that already, so a create that finds one only resumes the guest and waits for
 //! its agent.
 //!
-//! Life of a standby: *prepared* (launched, in the pool, unclaimed) → *claimed* by a create,
-//! which gives its new record the standby's sandbox id → *taken* by the runtime's
+//! Life of a standby: *starting* (reserved, so that concurrent creates from one snapshot
+//! launch one between them) → *prepared* (launched, in the pool, unclaimed) → *claimed* by a
+//! create, which gives its new record the standby's sandbox id → *taken* by the runtime's
 //! `start_from_snapshot` for that id, which finishes the restore; from then on it is an
 //! ordinary VM. A standby is dropped (its QEMU killed) when its snapshot is no longer listed,
 //! when a standby for another snapshot needs its place, and when the server stops. It has a
