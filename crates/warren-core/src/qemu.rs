@@ -19,15 +19,14 @@ use warren_vm::snapshot::{
 };
 use warren_vm::{Accel, MemoryBacking, Vm, VmConfig};
 
-use crate::standby::StandbyPool;
-use standby::Standby;
-
-mod standby;
-
 use crate::runtime::{
     AttachSpec, BoxError, BoxFuture, Runtime, RuntimeError, SnapshotKind, SnapshotTaken, StartedVm,
     VmExit, VmInfo, VmSpec,
 };
+use crate::standby::StandbyPool;
+use standby::Standby;
+
+mod standby;
 
 /// The template every sandbox boots from until templates and snapshots are wired in.
 pub const BASE_TEMPLATE: &str = "base";
@@ -304,27 +303,24 @@ impl QemuRuntime {
     async fn restore_vm(&self, spec: VmSpec, dir: PathBuf) -> Result<StartedVm, RuntimeError> {
         let taken = self.standbys().take(&spec.sandbox_id);
         if let Some(standby) = taken {
-            return self.finish_standby(&spec.sandbox_id, standby).await;
+            return self.finish_loaded(&spec.sandbox_id, standby).await;
         }
         let err = |e: BoxError| RuntimeError::Restore(e);
         let manifest = SnapshotManifest::load(&dir).map_err(|e| err(Box::new(e)))?;
-        let cfg = self.restore_config(&spec, &dir, &manifest).await?;
-        let disk = cfg.root_disk.clone();
-        if let Err(e) = save_config(&cfg) {
-            let _ = std::fs::remove_file(&disk);
-            return Err(err(e));
+        if manifest.memory.is_some() {
+            let loaded = self.launch_loaded(&spec, &dir, &manifest).await?;
+            return self.finish_loaded(&spec.sandbox_id, loaded).await;
         }
-        let started = if manifest.memory.is_some() {
-            snapshot::restore(cfg.clone(), &dir)
-                .await
-                .map_err(|e| err(Box::new(e)))
-        } else {
-            Vm::launch(cfg.clone()).await.map_err(|e| err(Box::new(e)))
+        // A disk-only snapshot: a cold boot of its layer.
+        let cfg = self.restore_config(&spec, &dir, &manifest).await?;
+        let launched = match save_config(&cfg) {
+            Ok(()) => Vm::launch(cfg.clone()).await.map_err(|e| err(Box::new(e))),
+            Err(e) => Err(err(e)),
         };
-        match started {
+        match launched {
             Ok(vm) => Ok(self.adopt(&spec.sandbox_id, vm, cfg)),
             Err(e) => {
-                let _ = std::fs::remove_file(&disk);
+                let _ = std::fs::remove_file(&cfg.root_disk);
                 Err(e)
             }
         }

@@ -160,9 +160,8 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Starts, ahead of demand, a standby VM for the memory snapshot in `dir`: QEMU launched
     /// for `spec` with the snapshot's state loaded and the guest paused, for a later create
-    /// to claim (see
-    /// `standby.rs`). `Ok(false)` when none was wanted (there is one already, the snapshot
-    /// has no memory, or standbys are off).
+    /// to claim (see `standby.rs`). `Ok(false)` when none was wanted (there is one already,
+    /// the snapshot has no memory, or standbys are off).
     fn prepare_standby(
         &self,
         spec: VmSpec,

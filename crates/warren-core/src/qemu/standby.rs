@@ -1,5 +1,6 @@
 //! The QEMU side of standby VMs (what they are and why: `crate::standby`): launching one
-//! for a snapshot, finishing a claimed one into a running sandbox, and discarding one.
+//! for a snapshot, finishing a claimed one into a running sandbox, and discarding one. A
+//! restore that has no standby goes through the same two halves back to back.
 
 use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
@@ -11,7 +12,8 @@ use super::{QemuRuntime, save_config};
 use crate::runtime::{RuntimeError, StartedVm, VmSpec};
 use crate::standby::StandbyPool;
 
-/// A standby VM: QEMU launched for a restore, its device state loaded, its guest paused.
+/// QEMU launched for a restore, its device state loaded, its guest paused: a standby VM in
+/// the pool, or a create's restore between its two halves.
 pub(crate) struct Standby {
     pub vm: Vm,
     pub cfg: VmConfig,
@@ -43,7 +45,11 @@ impl QemuRuntime {
         if !self.standbys().reserve(&dir, allow_internet) {
             return Ok(false);
         }
-        let launched = self.launch_standby(&spec, &dir).await;
+        let launched = match SnapshotManifest::load(&dir) {
+            Ok(manifest) if manifest.memory.is_none() => Ok(None),
+            Ok(manifest) => self.launch_loaded(&spec, &dir, &manifest).await.map(Some),
+            Err(e) => Err(RuntimeError::Restore(Box::new(e))),
+        };
         let refused = {
             let mut pool = self.standbys();
             pool.release(&dir, allow_internet);
@@ -55,7 +61,12 @@ impl QemuRuntime {
                 }
                 Ok(Some(standby)) => vec![standby],
                 Ok(None) => return Ok(false),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    drop(pool);
+                    // Nobody claimed this run dir: `save_config` made it for the standby.
+                    let _ = std::fs::remove_dir_all(&spec.run_dir);
+                    return Err(e);
+                }
             }
         };
         let mut added = true;
@@ -69,45 +80,42 @@ impl QemuRuntime {
         Ok(added)
     }
 
-    /// Starts the QEMU of a standby; `None` for a snapshot without memory.
-    async fn launch_standby(
+    /// The first half of every restore from a memory snapshot, a standby's or a create's:
+    /// a new overlay, the saved configuration, QEMU launched with the device state loaded
+    /// and the guest paused. On failure the overlay is removed.
+    pub(super) async fn launch_loaded(
         &self,
         spec: &VmSpec,
         dir: &Path,
-    ) -> Result<Option<Standby>, RuntimeError> {
-        let err = |e: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Start(e);
-        let manifest = SnapshotManifest::load(dir).map_err(|e| err(Box::new(e)))?;
-        if manifest.memory.is_none() {
-            return Ok(None);
-        }
-        let cfg = self.restore_config(spec, dir, &manifest).await?;
+        manifest: &SnapshotManifest,
+    ) -> Result<Standby, RuntimeError> {
+        let cfg = self.restore_config(spec, dir, manifest).await?;
         let launched = match save_config(&cfg) {
             Ok(()) => snapshot::prelaunch(cfg.clone(), dir)
                 .await
-                .map_err(|e| err(Box::new(e))),
-            Err(e) => Err(err(e)),
+                .map_err(|e| RuntimeError::Restore(Box::new(e))),
+            Err(e) => Err(RuntimeError::Restore(e)),
         };
         match launched {
-            Ok(vm) => Ok(Some(Standby { vm, cfg })),
+            Ok(vm) => Ok(Standby { vm, cfg }),
             Err(e) => {
                 let _ = std::fs::remove_file(&cfg.root_disk);
-                let _ = std::fs::remove_dir_all(&cfg.run_dir);
                 Err(e)
             }
         }
     }
 
-    /// Completes the restore of a claimed standby: the sandbox `sandbox_id` runs on it.
-    pub(super) async fn finish_standby(
+    /// The second half: resumes the guest of `loaded`, which becomes sandbox `sandbox_id`.
+    pub(super) async fn finish_loaded(
         &self,
         sandbox_id: &str,
-        standby: Standby,
+        loaded: Standby,
     ) -> Result<StartedVm, RuntimeError> {
-        match snapshot::finish(&standby.vm).await {
-            Ok(()) => Ok(self.adopt(sandbox_id, standby.vm, standby.cfg)),
+        match snapshot::finish(&loaded.vm).await {
+            Ok(()) => Ok(self.adopt(sandbox_id, loaded.vm, loaded.cfg)),
             Err(e) => {
                 // `finish` killed the VM; its run dir is the sandbox's, removed by the manager.
-                let _ = std::fs::remove_file(&standby.cfg.root_disk);
+                let _ = std::fs::remove_file(&loaded.cfg.root_disk);
                 Err(RuntimeError::Restore(Box::new(e)))
             }
         }
