@@ -573,19 +573,7 @@ async fn failed_build(client: &Client) -> warren_template::e2b::TemplateBuildInf
         .submit_template_archive(archive, false)
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let info = client
-            .template_build_status(&started.template_id, &started.build_id, 0)
-            .await
-            .unwrap();
-        use warren_template::registry::BuildStatus;
-        if !matches!(info.status, BuildStatus::Waiting | BuildStatus::Building) {
-            return info;
-        }
-        assert!(Instant::now() < deadline, "the build did not end");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    common::build_ended(client, &started, Duration::from_secs(300)).await
 }
 
 /// A snapshot outlives server restarts (a normal stop, then a SIGKILL): it stays listed, and

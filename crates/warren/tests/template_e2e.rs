@@ -267,19 +267,8 @@ fn a_template_defined_in_rust_builds_and_starts() {
             .submit_template_archive(archive, false)
             .await
             .expect("submit");
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let status = loop {
-            let info = client
-                .template_build_status(&started.template_id, &started.build_id, 0)
-                .await
-                .expect("status");
-            let status = serde_json::to_value(info.status).expect("status json");
-            if status != "waiting" && status != "building" {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the build did not end");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let ended = common::build_ended(&client, &started, Duration::from_secs(600)).await;
+        let status = serde_json::to_value(ended.status).expect("status json");
         assert_eq!(status, "ready");
         // The tag given in the definition names this build too.
         let sb = client

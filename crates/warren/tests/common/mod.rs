@@ -167,6 +167,28 @@ pub fn qemus_of(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Polls the status of a template build until it has ended (neither waiting nor building);
+/// fails the test after `limit`.
+pub async fn build_ended(
+    client: &Client,
+    started: &warren_client::TemplateBuildStarted,
+    limit: Duration,
+) -> warren_template::e2b::TemplateBuildInfo {
+    use warren_template::registry::BuildStatus;
+    let deadline = Instant::now() + limit;
+    loop {
+        let info = client
+            .template_build_status(&started.template_id, &started.build_id, 0)
+            .await
+            .expect("build status");
+        if !matches!(info.status, BuildStatus::Waiting | BuildStatus::Building) {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "the build did not end");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The command line of the QEMU running sandbox `id` (its `-name` is `warren-<id>,...`).
 pub fn qemu_cmdline_of(id: &str) -> Option<String> {
     qemus_mentioning(&format!("warren-{id},"))
