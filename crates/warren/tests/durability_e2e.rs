@@ -166,10 +166,10 @@ impl Node {
 
     /// QEMU processes of this data dir, with their command lines.
     fn qemus(&self) -> Vec<(u32, String)> {
-        common::qemus_of(&self.data_dir)
+        let dir = self.data_dir.to_string_lossy().into_owned();
+        common::qemu_processes()
             .into_iter()
-            .map(|pid| (pid, cmdline(pid)))
-            .filter(|(_, cmd)| !cmd.is_empty())
+            .filter(|(_, cmd)| cmd.contains(&dir))
             .collect()
     }
 

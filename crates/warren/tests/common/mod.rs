@@ -152,17 +152,26 @@ extern "C" fn stop_server() {
 
 /// Pids of QEMU processes whose command line mentions `dir`.
 pub fn qemus_of(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
+    let needle = dir.to_string_lossy();
+    qemu_processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(needle.as_ref()))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every QEMU process: its pid and its command line, arguments joined by spaces.
+pub fn qemu_processes() -> Vec<(u32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.starts_with("qemu-system") && cmd.contains(&needle)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.starts_with("qemu-system").then_some((pid, cmd))
         })
         .collect()
 }
@@ -198,19 +207,10 @@ pub fn qemu_cmdline_of(id: &str) -> Option<String> {
 
 /// Command lines of the QEMU processes whose command line mentions `needle`.
 pub fn qemus_mentioning(needle: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-        .filter(|cmd| cmd.starts_with("qemu-system") && cmd.contains(needle))
+    qemu_processes()
+        .into_iter()
+        .map(|(_, cmd)| cmd)
+        .filter(|cmd| cmd.contains(needle))
         .collect()
 }
 
