@@ -1,11 +1,13 @@
 //! Standby VMs: QEMU processes started ahead of demand for the snapshots that sandboxes were
-//! recently created from, each waiting (device state loaded, guest paused) to become the
-//! next sandbox of its snapshot.
+//! recently created from, each waiting (device state loaded, guest warmed up and paused) to
+//! become the next sandbox of its snapshot.
 //!
 //! Why: starting QEMU (linking its ~50 shared libraries, setting up the machine) is 25-40 ms
-//! of the ~110 ms that starting a sandbox from a snapshot takes under TCG here. A standby
-//! has paid that already, so a create that finds one only resumes the guest and waits for
-//! its agent.
+//! of the ~110 ms that starting a sandbox from a snapshot takes under TCG here, and the
+//! restored guest's first answer most of the rest (70-90 ms of TCG translating its code,
+//! once per QEMU process). A standby has paid both: it is launched, its guest resumed until
+//! the agent answers once, and paused again (`warren_vm::snapshot::warm`). A create that
+//! finds one only resumes the guest and re-initialises its agent.
 //!
 //! Life of a standby: *starting* (reserved, so that concurrent creates from one snapshot
 //! launch one between them) → *prepared* (launched, in the pool, unclaimed) → *claimed* by a

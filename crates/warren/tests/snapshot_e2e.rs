@@ -297,13 +297,14 @@ async fn standby_of(mem: &str, not: &[&str]) -> String {
             (!not.contains(&id.as_str())).then_some(id)
         });
         // QEMU is up once `Vm::launch` has written `vm.json`; the pool takes the VM after
-        // loading its device state, milliseconds later (a second covers a loaded host).
+        // loading its device state and warming the guest up, about 100 ms later (3 s
+        // cover a host loaded by the other tests).
         let launched = |id: &String| {
             let run_dir = server().data_dir.join("sandboxes").join(id);
             run_dir.join("vm.json").exists()
         };
         if let Some(id) = found.filter(launched) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
             return id;
         }
         assert!(

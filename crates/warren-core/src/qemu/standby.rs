@@ -1,9 +1,11 @@
 //! The QEMU side of standby VMs (what they are and why: `crate::standby`): launching one
-//! for a snapshot, finishing a claimed one into a running sandbox, and discarding one. A
-//! restore that has no standby goes through the same two halves back to back.
+//! for a snapshot and warming it up, finishing a claimed one into a running sandbox, and
+//! discarding one. A restore that has no standby goes through the same two halves back to
+//! back (without the warm-up, which would only add to its time).
 
 use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
+use std::time::Duration;
 
 use warren_vm::snapshot::{self, SnapshotManifest};
 use warren_vm::{Vm, VmConfig};
@@ -11,6 +13,10 @@ use warren_vm::{Vm, VmConfig};
 use super::{QemuRuntime, save_config};
 use crate::runtime::{RuntimeError, StartedVm, VmSpec};
 use crate::standby::StandbyPool;
+
+/// How long a standby's guest may take to answer its warm-up request (see
+/// [`snapshot::warm`]); a host busy with many VMs under TCG can take seconds.
+const WARM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// QEMU launched for a restore, its device state loaded, its guest paused: a standby VM in
 /// the pool, or a create's restore between its two halves.
@@ -47,7 +53,17 @@ impl QemuRuntime {
         }
         let launched = match SnapshotManifest::load(&dir) {
             Ok(manifest) if manifest.memory.is_none() => Ok(None),
-            Ok(manifest) => self.launch_loaded(&spec, &dir, &manifest).await.map(Some),
+            Ok(manifest) => match self.launch_loaded(&spec, &dir, &manifest).await {
+                Ok(standby) => match snapshot::warm(&standby.vm, WARM_TIMEOUT).await {
+                    Ok(()) => Ok(Some(standby)),
+                    Err(e) => {
+                        // `warm` killed the VM.
+                        let _ = std::fs::remove_file(&standby.cfg.root_disk);
+                        Err(RuntimeError::Restore(Box::new(e)))
+                    }
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => Err(RuntimeError::Restore(Box::new(e))),
         };
         let refused = {

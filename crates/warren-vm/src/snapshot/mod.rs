@@ -68,7 +68,7 @@ pub use manifest::{
 };
 use migration::{MigrationSocket, qmp, resume, set_capabilities, wait_migration};
 use precopy::precopy;
-pub use restore::{RestoreError, finish, prelaunch, restore};
+pub use restore::{RestoreError, finish, prelaunch, restore, warm};
 
 /// The RAM image's file name inside a snapshot directory.
 pub const MEM_FILE: &str = "mem";

@@ -5,8 +5,9 @@
 //!    naive save are kept for step 2;
 //! 2. create-from-snapshot until `GET /health` answers 204, `--runs` times per path, one VM
 //!    at a time; then the same from a standby VM, as the server keeps them (QEMU launched
-//!    for the snapshot beforehand, device state loaded, guest paused: untimed; timed from
-//!    resuming the guest on, see `warren_core::standby`);
+//!    for the snapshot beforehand, device state loaded, guest run until its agent answered
+//!    and paused again: untimed; timed from resuming the guest on, see
+//!    `warren_core::standby`);
 //! 3. fork 8: one snapshot of `S` plus 8 concurrent restores to agent-ready; the 8 clones
 //!    then idle ~2 s and their QEMUs' PSS is read; same for the naive path;
 //! 4. freeze with 256 MiB freshly dirtied: a guest process fills a 256 MiB buffer with random
@@ -317,7 +318,8 @@ async fn standby_runs(lab: &Lab, saved: &Saved, runs: u32) -> Summary {
         let attempt = async {
             warren_vm::create_overlay(saved.disk(), &disk).await?;
             let vm = snapshot::prelaunch(lab.vm_config(&id, &disk), dir).await?;
-            // The create comes some time later; QEMU has finished starting by then.
+            snapshot::warm(&vm, AGENT_TIMEOUT).await?;
+            // The create comes some time later.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let started = Instant::now();
             snapshot::finish(&vm).await?;
@@ -369,6 +371,7 @@ async fn fork(lab: &Lab, src: &mut Source, live: bool) -> anyhow::Result<Fork> {
         }
     };
     src.disk = next;
+    let snapshotted = started.elapsed();
     let results = futures::future::join_all((0..FORK_WIDTH).map(|_| clone(lab, &saved))).await;
     let wall = started.elapsed();
     let mut vms = Vec::new();
@@ -386,7 +389,7 @@ async fn fork(lab: &Lab, src: &mut Source, live: bool) -> anyhow::Result<Fork> {
         out.wall = Some(wall);
     }
     say(&format!(
-        "  fork 8 ({}): {wall:?}, {} failed",
+        "  fork 8 ({}): {wall:?} (snapshot {snapshotted:?}), {} failed",
         kind(live),
         out.failed
     ));

@@ -271,9 +271,9 @@ impl Report {
             self.runs, l.failed, n.failed, s.failed, fl.failed, fnv.failed
         ));
         out.push(
-            "Standby VM: QEMU started and its device state loaded beforehand, as `warren serve` \
-             keeps one per recently used snapshot; timed from resuming the guest to the \
-             agent's answer."
+            "Standby VM: QEMU started, its device state loaded and its guest warmed up (run \
+             until the agent answered, then paused) beforehand, as `warren serve` keeps one \
+             per recently used snapshot; timed from resuming the guest to the agent's answer."
                 .to_owned(),
         );
         out.join("\n")
