@@ -42,6 +42,8 @@ pub struct QemuRuntime {
     disks_dir: PathBuf,
     vms: Mutex<HashMap<String, Arc<Running>>>,
     standbys: Mutex<StandbyPool<Standby>>,
+    /// Woken whenever a standby launch ends, for a create waiting for one.
+    standby_launched: tokio::sync::Notify,
 }
 
 struct Running {
@@ -95,6 +97,7 @@ impl QemuRuntime {
             disks_dir,
             vms: Mutex::new(HashMap::new()),
             standbys: Mutex::new(StandbyPool::new(0)),
+            standby_launched: tokio::sync::Notify::new(),
         })
     }
 
@@ -487,9 +490,12 @@ impl Runtime for QemuRuntime {
         Box::pin(self.prepare(spec, dir))
     }
 
-    fn claim_standby(&self, dir: &Path, allow_internet: bool) -> Option<String> {
-        self.standbys()
-            .claim(dir, allow_internet, |s| s.vm.try_exit().is_none())
+    fn claim_standby<'a>(
+        &'a self,
+        dir: &'a Path,
+        allow_internet: bool,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.claim_or_await(dir, allow_internet))
     }
 
     fn drop_standbys(&self) -> BoxFuture<'_, ()> {

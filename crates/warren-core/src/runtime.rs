@@ -171,12 +171,17 @@ pub trait Runtime: Send + Sync + 'static {
         Box::pin(async { Ok(false) })
     }
 
-    /// Claims the standby VM of the snapshot in `dir`, if there is one; returns the sandbox
-    /// id it was launched for. The create must use that id: `start_from_snapshot` then
-    /// finishes the standby instead of starting QEMU, and `kill` drops it.
-    fn claim_standby(&self, dir: &std::path::Path, allow_internet: bool) -> Option<String> {
+    /// Claims the standby VM of the snapshot in `dir`, if there is one (or one is being
+    /// launched that is worth waiting for); returns the sandbox id it was launched for. The
+    /// create must use that id: `start_from_snapshot` then finishes the standby instead of
+    /// starting QEMU, and `kill` drops it.
+    fn claim_standby<'a>(
+        &'a self,
+        dir: &'a std::path::Path,
+        allow_internet: bool,
+    ) -> BoxFuture<'a, Option<String>> {
         let _ = (dir, allow_internet);
-        None
+        Box::pin(async { None })
     }
 
     /// Kills every standby VM (server shutdown).

@@ -18,10 +18,16 @@
 //! run dir under the sandboxes dir like a sandbox but no record, so after a server crash the
 //! restart's sweep of run dirs without a record kills it.
 //!
+//! Each create from a snapshot asks for the replacement as it starts. Warming one up takes
+//! 100-300 ms, so the next create often arrives while it is still *starting*: that create
+//! waits for it (briefly: [`StandbyPool::await_starting`] lets one create wait per launch)
+//! rather than start a QEMU of its own, which would take longer and compete with the warm-up
+//! for the host's cores.
+//!
 //! Limits, stated plainly: one unclaimed standby per snapshot and at most `capacity`
-//! snapshots with one. Each create from a snapshot asks for the replacement as it starts,
-//! so back-to-back creates each find one, but of a burst of concurrent creates only the
-//! first gets a standby; the others start QEMU as before.
+//! snapshots with one. Back-to-back creates each find one, but of a burst of concurrent
+//! creates only the first (and the one waiting for the launch in progress) gets a standby;
+//! the others start QEMU as before.
 //!
 //! This module is the bookkeeping only (generic over what is kept, so it is unit-tested
 //! without QEMU); the QEMU runtime launches and kills the VMs.
@@ -40,9 +46,23 @@ struct Entry<V> {
 pub(crate) struct StandbyPool<V> {
     capacity: usize,
     entries: Vec<Entry<V>>,
-    /// Standbys being launched (snapshot, network setting), so that concurrent creates
-    /// from one snapshot do not all launch one.
-    starting: Vec<(PathBuf, bool)>,
+    /// Standbys being launched, so that concurrent creates from one snapshot do not all
+    /// launch one.
+    starting: Vec<Starting>,
+}
+
+/// A standby being launched.
+struct Starting {
+    snapshot_dir: PathBuf,
+    allow_internet: bool,
+    /// Whether a create is waiting for it (one at most).
+    awaited: bool,
+}
+
+impl Starting {
+    fn is(&self, snapshot_dir: &Path, allow_internet: bool) -> bool {
+        self.snapshot_dir == snapshot_dir && self.allow_internet == allow_internet
+    }
 }
 
 impl<V> StandbyPool<V> {
@@ -59,20 +79,47 @@ impl<V> StandbyPool<V> {
     /// and none is being launched; the launcher ends the reservation with
     /// [`StandbyPool::release`] whatever happens.
     pub fn reserve(&mut self, snapshot_dir: &Path, allow_internet: bool) -> bool {
-        let key = (snapshot_dir.to_owned(), allow_internet);
-        if !self.wants(snapshot_dir, allow_internet) || self.starting.contains(&key) {
+        if !self.wants(snapshot_dir, allow_internet)
+            || self.is_starting(snapshot_dir, allow_internet)
+        {
             return false;
         }
-        self.starting.push(key);
+        self.starting.push(Starting {
+            snapshot_dir: snapshot_dir.to_owned(),
+            allow_internet,
+            awaited: false,
+        });
         true
     }
 
     /// Ends a reservation made by [`StandbyPool::reserve`].
     pub fn release(&mut self, snapshot_dir: &Path, allow_internet: bool) {
-        let key = (snapshot_dir.to_owned(), allow_internet);
-        if let Some(at) = self.starting.iter().position(|k| *k == key) {
+        if let Some(at) = self
+            .starting
+            .iter()
+            .position(|s| s.is(snapshot_dir, allow_internet))
+        {
             self.starting.remove(at);
         }
+    }
+
+    /// Whether a standby for `snapshot_dir` is being launched.
+    pub fn is_starting(&self, snapshot_dir: &Path, allow_internet: bool) -> bool {
+        self.starting
+            .iter()
+            .any(|s| s.is(snapshot_dir, allow_internet))
+    }
+
+    /// For a create that found no standby to claim: whether it should wait for the one being
+    /// launched for `snapshot_dir`. True for the first create to ask while a launch is in
+    /// progress, which then waits until the launch ends (and claims the standby if it is
+    /// still there); the others start their own VM.
+    pub fn await_starting(&mut self, snapshot_dir: &Path, allow_internet: bool) -> bool {
+        let launch = self
+            .starting
+            .iter_mut()
+            .find(|s| s.is(snapshot_dir, allow_internet) && !s.awaited);
+        launch.map(|s| s.awaited = true).is_some()
     }
 
     /// Whether a standby for `snapshot_dir` should be prepared: the pool is enabled and holds
@@ -182,6 +229,28 @@ mod tests {
         assert!(pool.wants(&dir("a"), true));
         assert_eq!(pool.take("s1"), Some(1));
         assert_eq!(pool.take("s1"), None);
+    }
+
+    #[test]
+    fn one_create_waits_for_a_launch_in_progress() {
+        let mut pool: StandbyPool<&str> = StandbyPool::new(2);
+        assert!(
+            !pool.await_starting(&dir("a"), true),
+            "nothing is being launched"
+        );
+        assert!(pool.reserve(&dir("a"), true));
+        assert!(
+            !pool.await_starting(&dir("a"), false),
+            "another network setting"
+        );
+        assert!(pool.await_starting(&dir("a"), true));
+        assert!(!pool.await_starting(&dir("a"), true), "a second waiter");
+        assert!(pool.is_starting(&dir("a"), true));
+        pool.release(&dir("a"), true);
+        assert!(!pool.is_starting(&dir("a"), true));
+        // The next launch can be waited for again.
+        assert!(pool.reserve(&dir("a"), true));
+        assert!(pool.await_starting(&dir("a"), true));
     }
 
     #[test]

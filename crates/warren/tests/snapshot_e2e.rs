@@ -286,6 +286,47 @@ fn a_fork_its_client_abandons_still_completes_and_cleans_up() {
     });
 }
 
+#[test]
+fn back_to_back_creates_each_take_a_standby() {
+    rt().block_on(async {
+        let client = server().client();
+        let source = common::create(&client, "base").await;
+        let _g = KillOnDrop(Some(source.clone()));
+        let snap = source.create_snapshot(None).await.unwrap();
+        // Each create asks for the next one's standby as it starts; a create sent right
+        // after the previous one returned usually finds it still warming up and waits for it
+        // rather than starting QEMU itself. Either way its QEMU already ran when it was
+        // asked for. Three rounds, so that one host hiccup beyond the wait's bound (the
+        // create then starts its own VM, correctly) does not fail the test.
+        let mut took_over = 0;
+        for _ in 0..3 {
+            let a = common::create(&client, &snap.snapshot_id).await;
+            let _ga = KillOnDrop(Some(a.clone()));
+            let mem = common::mem_path_of(a.id());
+            let before: Vec<u32> = common::qemu_processes()
+                .into_iter()
+                .filter(|(_, cmd)| cmd.contains(&mem))
+                .map(|(pid, _)| pid)
+                .collect();
+            let b = common::create(&client, &snap.snapshot_id).await;
+            let _gb = KillOnDrop(Some(b.clone()));
+            let name = format!("warren-{},", b.id());
+            let pid = common::qemu_processes()
+                .into_iter()
+                .find(|(_, cmd)| cmd.contains(&name))
+                .map(|(pid, _)| pid)
+                .expect("the second sandbox's QEMU");
+            took_over += usize::from(before.contains(&pid));
+            assert_eq!(run(&b, "echo up").await, "up\n");
+        }
+        assert!(
+            took_over >= 2,
+            "{took_over} of 3 back-to-back creates took a standby"
+        );
+        assert!(client.delete_snapshot(&snap.snapshot_id).await.unwrap());
+    });
+}
+
 /// Waits for a QEMU mapping `mem` that belongs to none of `not`: the standby VM the server
 /// prepares for the next create from that snapshot. Returns its sandbox id (from `-name`).
 async fn standby_of(mem: &str, not: &[&str]) -> String {

@@ -51,9 +51,10 @@ impl SandboxManager {
             .filter(|_| cmd.boot_from.is_none())
             .map(|s| s.dir.clone());
         let allow_internet = cmd.allow_internet.unwrap_or(true);
-        let claimed = standby_dir
-            .as_ref()
-            .and_then(|dir| self.inner.runtime.claim_standby(dir, allow_internet));
+        let claimed = match &standby_dir {
+            Some(dir) => self.inner.runtime.claim_standby(dir, allow_internet).await,
+            None => None,
+        };
         let id = claimed.clone().unwrap_or_else(ids::sandbox_id);
         let started_at = now();
         let record = SandboxRecord {

@@ -17,6 +17,11 @@ use crate::standby::StandbyPool;
 /// How long a standby's guest may take to answer its warm-up request (see
 /// [`snapshot::warm`]); a host busy with many VMs under TCG can take seconds.
 const WARM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a create waits for a standby being launched before it starts its own VM. A
+/// launch takes 100-300 ms here; waiting longer than a cold start (~150 ms, more on a busy
+/// host) only pays off when the launch is nearly done, which this bound cannot know, so it
+/// is a generous cap for a loaded host rather than a tuned figure.
+const LAUNCH_WAIT: Duration = Duration::from_millis(500);
 
 /// QEMU launched for a restore, its device state loaded, its guest paused: a standby VM in
 /// the pool, or a create's restore between its two halves.
@@ -44,9 +49,50 @@ impl QemuRuntime {
         self.standbys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Claims the standby of the snapshot in `dir`; when there is none but one is being
+    /// launched and no other create waits for it, waits (up to [`LAUNCH_WAIT`]) for the launch
+    /// to end and claims its standby if it is still unclaimed.
+    pub(super) async fn claim_or_await(&self, dir: &Path, allow_internet: bool) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + LAUNCH_WAIT;
+        let mut waiting = false;
+        loop {
+            // Registered before looking at the pool, so that a launch ending in between
+            // still wakes us.
+            let launched = self.standby_launched.notified();
+            let mut launched = std::pin::pin!(launched);
+            launched.as_mut().enable();
+            {
+                let mut pool = self.standbys();
+                let claimed = pool.claim(dir, allow_internet, |s| s.vm.try_exit().is_none());
+                if claimed.is_some() {
+                    return claimed;
+                }
+                let wait = if waiting {
+                    pool.is_starting(dir, allow_internet)
+                } else {
+                    pool.await_starting(dir, allow_internet)
+                };
+                if !wait {
+                    return None;
+                }
+            }
+            waiting = true;
+            if tokio::time::timeout_at(deadline, launched).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Launches a standby for `spec` from the snapshot in `dir`, unless the pool has one for
     /// it (or is launching one) or the snapshot has no memory; `Ok(true)` when one was added.
+    /// A create waiting for the launch is woken when it ends, whatever the outcome.
     pub(super) async fn prepare(&self, spec: VmSpec, dir: PathBuf) -> Result<bool, RuntimeError> {
+        let result = self.launch_standby(spec, dir).await;
+        self.standby_launched.notify_waiters();
+        result
+    }
+
+    async fn launch_standby(&self, spec: VmSpec, dir: PathBuf) -> Result<bool, RuntimeError> {
         let allow_internet = spec.allow_internet;
         if !self.standbys().reserve(&dir, allow_internet) {
             return Ok(false);
