@@ -48,6 +48,12 @@ fn qmp_err(step: &'static str) -> impl Fn(QmpError) -> SnapshotError {
     move |source| SnapshotError::Qmp { step, source }
 }
 
+async fn query_migrate(q: &Qmp) -> Result<Value, SnapshotError> {
+    q.execute("query-migrate", None)
+        .await
+        .map_err(qmp_err("recover: query migration"))
+}
+
 fn migration_status(v: &Value) -> &str {
     v.get("status").and_then(Value::as_str).unwrap_or("none")
 }
@@ -56,10 +62,7 @@ fn migration_status(v: &Value) -> &str {
 /// of the root disk's top image (`None` if QEMU does not say).
 pub async fn settle(vm: &Vm) -> Result<Option<PathBuf>, SnapshotError> {
     let q = vm.qmp();
-    let st = q
-        .execute("query-migrate", None)
-        .await
-        .map_err(qmp_err("recover: query migration"))?;
+    let st = query_migrate(q).await?;
     if IN_FLIGHT.contains(&migration_status(&st)) && is_background(q).await? {
         tracing::info!(vm = %vm.id(), status = migration_status(&st),
             "letting a write-tracking snapshot left by a crash finish its copy");
@@ -67,10 +70,7 @@ pub async fn settle(vm: &Vm) -> Result<Option<PathBuf>, SnapshotError> {
         tracing::info!(vm = %vm.id(), status = migration_status(&st),
             "interrupted write-tracking snapshot ended");
     }
-    let st = q
-        .execute("query-migrate", None)
-        .await
-        .map_err(qmp_err("recover: query migration"))?;
+    let st = query_migrate(q).await?;
     if IN_FLIGHT.contains(&migration_status(&st)) {
         tracing::info!(vm = %vm.id(), status = migration_status(&st),
             "cancelling a migration left by an interrupted snapshot");
@@ -117,10 +117,7 @@ async fn is_background(q: &Qmp) -> Result<bool, SnapshotError> {
 async fn finish_background(q: &Qmp) -> Result<Value, SnapshotError> {
     let deadline = Instant::now() + BACKGROUND_FINISH_TIMEOUT;
     loop {
-        let st = q
-            .execute("query-migrate", None)
-            .await
-            .map_err(qmp_err("recover: query migration"))?;
+        let st = query_migrate(q).await?;
         if !IN_FLIGHT.contains(&migration_status(&st)) || Instant::now() > deadline {
             return Ok(st);
         }
@@ -131,10 +128,7 @@ async fn finish_background(q: &Qmp) -> Result<Value, SnapshotError> {
 async fn wait_until_settled(q: &Qmp) -> Result<(), SnapshotError> {
     let deadline = Instant::now() + CANCEL_TIMEOUT;
     loop {
-        let st = q
-            .execute("query-migrate", None)
-            .await
-            .map_err(qmp_err("recover: query migration"))?;
+        let st = query_migrate(q).await?;
         if !IN_FLIGHT.contains(&migration_status(&st)) {
             return Ok(());
         }
