@@ -257,7 +257,8 @@ impl Report {
             out.push(line([r[0].as_str(), &r[1], &r[2], &r[3], &r[4]]));
         }
         out.push(String::new());
-        out.push(format!(
+        let mut notes = Vec::new();
+        notes.push(format!(
             "{} MiB guests, {} vCPUs, TCG. Freeze: {} live snapshot(s) per state; naive = stop + \
              migrate to a file + cont, default ({} MiB/s) / raised bandwidth cap.",
             self.memory_mib,
@@ -265,19 +266,46 @@ impl Report {
             self.snapshots,
             self.default_bandwidth >> 20
         ));
-        out.push(format!(
+        notes.push(format!(
             "Create: {} runs per path, overlay creation included; failed runs: live {}, naive {}, \
              standby {}. Fork 8 failed clones: live {}, naive {}.",
             self.runs, l.failed, n.failed, s.failed, fl.failed, fnv.failed
         ));
-        out.push(
+        notes.push(
             "Standby VM: QEMU started, its device state loaded and its guest warmed up (run \
              until the agent answered, then paused) beforehand, as `warren serve` keeps one \
              per recently used snapshot; timed from resuming the guest to the agent's answer."
                 .to_owned(),
         );
+        for note in &notes {
+            out.extend(wrap(note, NOTE_WIDTH));
+        }
         out.join("\n")
     }
+}
+
+/// Width of the notes under the table, so that the table pasted into a README stays within
+/// its line length.
+const NOTE_WIDTH: usize = 92;
+
+/// Splits `text` into lines of at most `width` characters at spaces (a longer word gets a
+/// line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn fmt(v: Option<f64>, unit: &str) -> String {
@@ -291,6 +319,13 @@ fn fmt(v: Option<f64>, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_wrap_at_spaces_within_the_width() {
+        let lines = wrap("aaa bbb ccc dddddddddd e", 7);
+        assert_eq!(lines, ["aaa bbb", "ccc", "dddddddddd", "e"]);
+        assert!(wrap("", 7).is_empty());
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
