@@ -75,6 +75,11 @@ fn start_server() -> TestServer {
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            // Tests of one binary run side by side against this server, each creating from
+            // its own snapshot; with the default of 2, one test's standby VM could be evicted
+            // by another's before the create that should take it.
+            "--standby",
+            "8",
             "--data-dir",
         ])
         .arg(&data_dir)
