@@ -99,17 +99,7 @@ impl QemuRuntime {
         }
         let launched = match SnapshotManifest::load(&dir) {
             Ok(manifest) if manifest.memory.is_none() => Ok(None),
-            Ok(manifest) => match self.launch_loaded(&spec, &dir, &manifest).await {
-                Ok(standby) => match snapshot::warm(&standby.vm, WARM_TIMEOUT).await {
-                    Ok(()) => Ok(Some(standby)),
-                    Err(e) => {
-                        // `warm` killed the VM.
-                        let _ = std::fs::remove_file(&standby.cfg.root_disk);
-                        Err(RuntimeError::Restore(Box::new(e)))
-                    }
-                },
-                Err(e) => Err(e),
-            },
+            Ok(manifest) => self.launch_warmed(&spec, &dir, &manifest).await.map(Some),
             Err(e) => Err(RuntimeError::Restore(Box::new(e))),
         };
         let refused = {
@@ -140,6 +130,25 @@ impl QemuRuntime {
             tracing::debug!(sandbox_id = %spec.sandbox_id, "standby VM ready");
         }
         Ok(added)
+    }
+
+    /// [`Self::launch_loaded`], then the guest warmed up ([`snapshot::warm`]): a standby.
+    /// On failure the VM is killed and its overlay removed.
+    async fn launch_warmed(
+        &self,
+        spec: &VmSpec,
+        dir: &Path,
+        manifest: &SnapshotManifest,
+    ) -> Result<Standby, RuntimeError> {
+        let standby = self.launch_loaded(spec, dir, manifest).await?;
+        match snapshot::warm(&standby.vm, WARM_TIMEOUT).await {
+            Ok(()) => Ok(standby),
+            Err(e) => {
+                // `warm` killed the VM.
+                let _ = std::fs::remove_file(&standby.cfg.root_disk);
+                Err(RuntimeError::Restore(Box::new(e)))
+            }
+        }
     }
 
     /// The first half of every restore from a memory snapshot, a standby's or a create's:

@@ -5,15 +5,15 @@
 //! server is killed midway, QEMU is left wherever the protocol was: still migrating into the
 //! recorder, or stopped at the `pre-switchover` pause waiting for a "continue" nobody sends,
 //! or stopped after the migration completed. [`settle`] cancels what is in flight and resumes
-//! the guest, so an adopted sandbox runs and can be snapshotted again.
-//!
-//! Except a write-tracking snapshot (QEMU's `background-snapshot`) still copying: it is left
-//! to finish into its recorder, which outlives the server (the guest runs meanwhile, and the
-//! copy ends within a second or two). Cancelling one is not safe in QEMU 7.2: in the
-//! durability test, a guest whose background snapshot was cancelled mid-copy sometimes
-//! stopped answering, or its next snapshot failed. It also reports the
+//! the guest, so an adopted sandbox runs and can be snapshotted again. It also reports the
 //! disk file QEMU really writes to, because the crash may have fallen between the disk switch
 //! and the server saving which overlay is current.
+//!
+//! A write-tracking snapshot (QEMU's `background-snapshot`) still copying is the exception:
+//! it is left to finish into its recorder, which outlives the server (the guest runs
+//! meanwhile, and the copy ends within a second or two). Cancelling one is not safe in QEMU
+//! 7.2: in the durability test, a guest whose background snapshot was cancelled mid-copy
+//! sometimes stopped answering, or its next snapshot failed.
 //!
 //! The recorder QEMU of an interrupted snapshot has no owner after the crash: its RAM file
 //! lives in the unfinished `.tmp-` snapshot directory, which is how [`kill_qemus_under`]
@@ -62,15 +62,14 @@ fn migration_status(v: &Value) -> &str {
 /// of the root disk's top image (`None` if QEMU does not say).
 pub async fn settle(vm: &Vm) -> Result<Option<PathBuf>, SnapshotError> {
     let q = vm.qmp();
-    let st = query_migrate(q).await?;
+    let mut st = query_migrate(q).await?;
     if IN_FLIGHT.contains(&migration_status(&st)) && is_background(q).await? {
         tracing::info!(vm = %vm.id(), status = migration_status(&st),
             "letting a write-tracking snapshot left by a crash finish its copy");
-        let st = finish_background(q).await?;
+        st = finish_background(q).await?;
         tracing::info!(vm = %vm.id(), status = migration_status(&st),
             "interrupted write-tracking snapshot ended");
     }
-    let st = query_migrate(q).await?;
     if IN_FLIGHT.contains(&migration_status(&st)) {
         tracing::info!(vm = %vm.id(), status = migration_status(&st),
             "cancelling a migration left by an interrupted snapshot");

@@ -97,20 +97,20 @@ pub async fn finish(vm: &Vm) -> Result<(), RestoreError> {
 /// started that much earlier. On failure the VM is killed.
 pub async fn warm(vm: &Vm, timeout: Duration) -> Result<(), RestoreError> {
     let map = |step| move |source| RestoreError::Qmp { step, source };
-    let fail = async |e: RestoreError| {
+    let warmed = async {
+        cont(vm.qmp()).await.map_err(map("warm: resume"))?;
+        vm.wait_agent(timeout).await.map_err(RestoreError::Warm)?;
+        vm.qmp()
+            .execute("stop", None)
+            .await
+            .map_err(map("warm: pause"))?;
+        Ok(())
+    }
+    .await;
+    if warmed.is_err() {
         let _ = vm.kill().await;
-        Err(e)
-    };
-    if let Err(e) = cont(vm.qmp()).await {
-        return fail(map("warm: resume")(e)).await;
     }
-    if let Err(e) = vm.wait_agent(timeout).await {
-        return fail(RestoreError::Warm(e)).await;
-    }
-    if let Err(e) = vm.qmp().execute("stop", None).await {
-        return fail(map("warm: pause")(e)).await;
-    }
-    Ok(())
+    warmed
 }
 
 async fn load(vm: &Vm) -> Result<(), RestoreError> {

@@ -257,26 +257,25 @@ impl Report {
             out.push(line([r[0].as_str(), &r[1], &r[2], &r[3], &r[4]]));
         }
         out.push(String::new());
-        let mut notes = Vec::new();
-        notes.push(format!(
-            "{} MiB guests, {} vCPUs, TCG. Freeze: {} live snapshot(s) per state; naive = stop + \
-             migrate to a file + cont, default ({} MiB/s) / raised bandwidth cap.",
-            self.memory_mib,
-            self.vcpus,
-            self.snapshots,
-            self.default_bandwidth >> 20
-        ));
-        notes.push(format!(
-            "Create: {} runs per path, overlay creation included; failed runs: live {}, naive {}, \
-             standby {}. Fork 8 failed clones: live {}, naive {}.",
-            self.runs, l.failed, n.failed, s.failed, fl.failed, fnv.failed
-        ));
-        notes.push(
+        let notes = [
+            format!(
+                "{} MiB guests, {} vCPUs, TCG. Freeze: {} live snapshot(s) per state; naive = \
+                 stop + migrate to a file + cont, default ({} MiB/s) / raised bandwidth cap.",
+                self.memory_mib,
+                self.vcpus,
+                self.snapshots,
+                self.default_bandwidth >> 20
+            ),
+            format!(
+                "Create: {} runs per path, overlay creation included; failed runs: live {}, \
+                 naive {}, standby {}. Fork 8 failed clones: live {}, naive {}.",
+                self.runs, l.failed, n.failed, s.failed, fl.failed, fnv.failed
+            ),
             "Standby VM: QEMU started, its device state loaded and its guest warmed up (run \
-             until the agent answered, then paused) beforehand, as `warren serve` keeps one \
-             per recently used snapshot; timed from resuming the guest to the agent's answer."
+                until the agent answered, then paused) beforehand, as `warren serve` keeps one \
+                per recently used snapshot; timed from resuming the guest to the agent's answer."
                 .to_owned(),
-        );
+        ];
         for note in &notes {
             out.extend(wrap(note, NOTE_WIDTH));
         }
