@@ -307,19 +307,10 @@ fn back_to_back_creates_each_take_a_standby() {
             let a = common::create(&client, &snap.snapshot_id).await;
             let _ga = KillOnDrop(Some(a.clone()));
             let mem = common::mem_path_of(a.id());
-            let before: Vec<u32> = common::qemu_processes()
-                .into_iter()
-                .filter(|(_, cmd)| cmd.contains(&mem))
-                .map(|(pid, _)| pid)
-                .collect();
+            let before = common::qemus_of(std::path::Path::new(&mem));
             let b = common::create(&client, &snap.snapshot_id).await;
             let _gb = KillOnDrop(Some(b.clone()));
-            let name = format!("warren-{},", b.id());
-            let pid = common::qemu_processes()
-                .into_iter()
-                .find(|(_, cmd)| cmd.contains(&name))
-                .map(|(pid, _)| pid)
-                .expect("the second sandbox's QEMU");
+            let pid = common::qemu_pid_of(b.id()).expect("the second sandbox's QEMU");
             took_over += usize::from(before.contains(&pid));
             assert_eq!(run(&b, "echo up").await, "up\n");
         }

@@ -203,11 +203,23 @@ pub async fn build_ended(
     }
 }
 
-/// The command line of the QEMU running sandbox `id` (its `-name` is `warren-<id>,...`).
-pub fn qemu_cmdline_of(id: &str) -> Option<String> {
-    qemus_mentioning(&format!("warren-{id},"))
+/// The pid and command line of the QEMU running sandbox `id` (its `-name` is
+/// `warren-<id>,...`).
+fn qemu_of(id: &str) -> Option<(u32, String)> {
+    let needle = format!("warren-{id},");
+    qemu_processes()
         .into_iter()
-        .next()
+        .find(|(_, cmd)| cmd.contains(&needle))
+}
+
+/// The command line of the QEMU running sandbox `id`.
+pub fn qemu_cmdline_of(id: &str) -> Option<String> {
+    qemu_of(id).map(|(_, cmd)| cmd)
+}
+
+/// The pid of the QEMU running sandbox `id`.
+pub fn qemu_pid_of(id: &str) -> Option<u32> {
+    qemu_of(id).map(|(pid, _)| pid)
 }
 
 /// Command lines of the QEMU processes whose command line mentions `needle`.
